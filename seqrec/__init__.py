@@ -1,0 +1,20 @@
+"""seqrec: sequential recommendation — faithful models, honest evaluation.
+
+    import seqrec
+    log = seqrec.read_interactions("log.parquet", user="uid", item="sku", time="ts")
+    train, valid, test = seqrec.leave_one_out(log)
+    model = seqrec.SASRec(loss="ce", max_len=50).fit(train, valid=valid)
+    print(seqrec.evaluate(model, test, k=(10, 20)))
+    items, scores = model.recommend([["sku1", "sku7"]], k=10)
+    model.save("runs/x"); model = seqrec.load("runs/x")
+"""
+
+from seqrec.data import EvalSet, Interactions, Split, Vocab, leave_one_out, read_interactions, temporal_split
+from seqrec.errors import ConfigError, DataError, NotFittedError, SeqrecError
+from seqrec.evaluate import evaluate
+from seqrec.models import SASRec, load
+from seqrec.version import __version__
+
+__all__ = ["read_interactions", "leave_one_out", "temporal_split", "Interactions", "EvalSet", "Split", "Vocab",
+           "SASRec", "load", "evaluate", "SeqrecError", "DataError", "ConfigError", "NotFittedError",
+           "__version__"]

@@ -1,0 +1,123 @@
+"""Training losses as pure functions of scores (torch only).
+
+Shapes: M scored positions, N items, K negatives, D hidden size.
+
+- :func:`bce`        one sampled negative per position (SASRec, Kang & McAuley 2018).
+- :func:`ce`         full softmax cross-entropy over the catalogue ("SASRec+", Klenitskiy & Vasilev,
+                     "Turning Dross Into Gold Loss", RecSys 2023). Computed from hidden states and the
+                     item table in item chunks, fused with its backward pass, so the [M, N] logits are
+                     never materialised: the same value and gradients as ``F.cross_entropy(h @ Wᵀ, t)``
+                     at a fraction of the memory traffic.
+- :func:`sampled_ce` cross-entropy over the positive and K sampled negatives (same paper).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from seqrec.errors import choose
+
+_CHUNK_ELEMENTS = 1 << 18  # logits per chunk (1 MiB in fp32): keeps each chunk in cache
+
+
+def bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy, positive vs one negative per position: mean of -log σ(p) - log(1 - σ(n))."""
+    return (F.softplus(-pos_logits) + F.softplus(neg_logits)).mean()
+
+
+def sampled_ce(pos_logits: torch.Tensor, neg_logits: torch.Tensor,
+               neg_is_pos: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy over [positive, K negatives]: pos [M], neg [M, K].
+
+    ``neg_is_pos`` [M, K] marks negatives that equal the position's positive; they are removed from
+    the softmax (a sampled copy of the target is not a negative).
+    """
+    if neg_is_pos is not None:
+        neg_logits = neg_logits.masked_fill(neg_is_pos, float("-inf"))
+    logits = torch.cat([pos_logits[:, None], neg_logits], dim=1)  # [M, 1 + K]
+    return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
+
+
+def ce(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+       compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Full softmax cross-entropy of ``hidden @ weight.T`` [M, N] against ``targets`` [M] (0-based rows of weight).
+
+    ``compute_dtype=torch.bfloat16`` runs the matrix products in bf16 (accumulating the softmax in fp32).
+    """
+    return _FusedCE.apply(hidden, weight, targets, compute_dtype)
+
+
+def ce_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Plain cross-entropy of given logits [M, N]; the reference that :func:`ce` must match."""
+    return F.cross_entropy(logits, targets)
+
+
+class _FusedCE(torch.autograd.Function):
+    """Cross-entropy of ``hidden @ weight.T`` computed chunk by chunk over items.
+
+    Forward: log-sum-exp per item chunk. Backward: recompute each chunk's logits, turn them into
+    softmax probabilities in place, and accumulate both gradients. One reused [M, C] buffer keeps the
+    working set in cache; nothing of size [M, N] is ever allocated.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, compute_dtype):
+        h = hidden.detach().to(compute_dtype)
+        w = weight.detach().to(compute_dtype)
+        m = hidden.shape[0]
+        chunks = _chunks(m, weight.shape[0])
+        buf = torch.empty(m, chunks[0].stop - chunks[0].start, dtype=compute_dtype, device=hidden.device)
+        lse_parts = torch.empty(m, len(chunks), dtype=torch.float32, device=hidden.device)
+        for j, sl in enumerate(chunks):
+            logits = _chunk_logits(h, w, sl, buf)
+            lse_parts[:, j] = torch.logsumexp(logits.float() if compute_dtype != torch.float32 else logits, dim=1)
+        lse = torch.logsumexp(lse_parts, dim=1)  # [M]
+        target_logits = (h.float() * w[targets].float()).sum(-1)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.compute_dtype = compute_dtype
+        return (lse - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        dtype = ctx.compute_dtype
+        scale = grad_out / hidden.shape[0]
+        h, w = hidden.to(dtype), weight.to(dtype)
+        m = hidden.shape[0]
+        chunks = _chunks(m, weight.shape[0])
+        buf = torch.empty(m, chunks[0].stop - chunks[0].start, dtype=torch.float32, device=hidden.device)
+        grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
+        grad_w = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+        neg_lse = -lse[:, None]
+        for sl in chunks:
+            width = sl.stop - sl.start
+            probs = buf[:, :width]
+            if dtype == torch.float32:
+                torch.mm(h, w[sl].T, out=probs)
+            else:
+                probs.copy_(h @ w[sl].T)
+            probs.add_(neg_lse).exp_().mul_(scale)  # softmax * dL/dlogits scale, in place
+            p = probs if dtype == torch.float32 else probs.to(dtype)
+            grad_h.add_(p @ w[sl]) if dtype != torch.float32 else grad_h.addmm_(p, w[sl])
+            grad_w[sl] = p.T @ h
+        grad_h.sub_(scale * weight[targets])
+        grad_w.index_add_(0, targets, -scale * hidden.float())
+        return grad_h.to(hidden.dtype), grad_w.to(weight.dtype), None, None
+
+
+def _chunk_logits(h, w, sl, buf):
+    out = buf[:, :sl.stop - sl.start]
+    return torch.mm(h, w[sl].T, out=out)
+
+
+def _chunks(m: int, n: int):
+    size = max(128, _CHUNK_ELEMENTS // max(m, 1))
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+LOSSES = ("ce", "bce", "sampled_ce")
+
+
+def check_loss(name: str) -> str:
+    return choose("loss", name, LOSSES)

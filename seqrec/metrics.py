@@ -1,0 +1,79 @@
+"""Ranking metrics with an explicit tie policy (torch only).
+
+The rank of a target is 1 + (items scored strictly higher) + a share of the items tied with it:
+
+- ``expected`` (default): the exact expectation of each metric when ties are broken uniformly at
+  random, i.e. the target's rank is uniform on {g+1, ..., g+t+1} (g higher, t tied). A constant-score
+  model gets HR@10 = 10 / |candidates|.
+- ``pessimistic``: the target ranks below every tied item (rank g+t+1).
+- ``optimistic``: the target wins every tie (rank g+1). This is what the SASRec and BERT4Rec reference
+  evaluation code effectively does; available only to reproduce their numbers.
+
+A target whose score is -inf (filtered out, e.g. a repeat of a seen item under seen filtering) is a miss.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seqrec.errors import choose
+
+TIE_POLICIES = ("expected", "pessimistic", "optimistic")
+METRICS = ("HR", "NDCG", "MRR")
+
+
+def rank_counts(scores: torch.Tensor, targets: torch.Tensor, max_k: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(higher [R], tied [R]): candidates scored above / equal to the target column ``targets`` [R].
+
+    With ``max_k``, ties are counted only where ``higher < max_k`` (elsewhere every metric @k <= max_k
+    is 0 whatever the ties), which skips most of a second pass over the scores.
+    """
+    target_scores = scores.gather(1, targets[:, None])  # [R, 1]
+    higher = (scores > target_scores).sum(1, dtype=torch.int32)  # int32: summing bools to int64 is ~5x slower
+    missed = ~torch.isfinite(target_scores[:, 0])
+    higher[missed] = scores.shape[1]
+    tied = torch.zeros_like(higher)
+    rows = torch.nonzero(higher < max_k)[:, 0] if max_k is not None else torch.arange(len(higher))
+    if len(rows):
+        tied[rows] = (scores[rows] == target_scores[rows]).sum(1, dtype=torch.int32) - 1
+    return higher, tied
+
+
+def ranking_metrics(higher: torch.Tensor, tied: torch.Tensor, ks, policy: str = "expected") -> dict:
+    """Per-row HR@k, NDCG@k, MRR@k [R] for every k, from :func:`rank_counts`."""
+    choose("tie policy", policy, TIE_POLICIES)
+    higher, tied = higher.double(), tied.double()
+    if policy == "expected":
+        lo, hi = higher + 1, higher + tied + 1
+    elif policy == "pessimistic":
+        lo = hi = higher + tied + 1
+    else:
+        lo = hi = higher + 1
+    out = {}
+    for k in ks:
+        for name, cumulative in (("HR", _cum_hits), ("NDCG", _cum_dcg), ("MRR", _cum_rr)):
+            top = torch.clamp(hi, max=k)
+            below = torch.clamp(lo - 1, max=k)
+            out[f"{name}@{k}"] = (cumulative(top) - cumulative(below)) / (hi - lo + 1)
+    return out
+
+
+def _cum_hits(r: torch.Tensor) -> torch.Tensor:
+    return r  # sum_{i<=r} 1
+
+
+def _cum_dcg(r: torch.Tensor) -> torch.Tensor:
+    return _cumulative(r, lambda i: 1.0 / torch.log2(i + 1.0))
+
+
+def _cum_rr(r: torch.Tensor) -> torch.Tensor:
+    return _cumulative(r, lambda i: 1.0 / i)
+
+
+def _cumulative(r: torch.Tensor, gain) -> torch.Tensor:
+    """sum_{i=1..r} gain(i) for integer r >= 0 (r is at most the cutoff k, so the table is small)."""
+    n = int(r.max().item()) if r.numel() else 0
+    table = torch.cat([torch.zeros(1, dtype=torch.float64),
+                       torch.cumsum(gain(torch.arange(1, n + 1, dtype=torch.float64)), 0)])
+    return table[r.long()]

@@ -1,0 +1,143 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+Follows the paper and the authors' TensorFlow reference code (kang205/SASRec, ``model.py`` and
+``modules.py``):
+
+- item embeddings scaled by sqrt(dim) plus learned positional embeddings, dropout, padding zeroed;
+- ``n_blocks`` blocks of: LayerNorm on the queries only, multi-head causal self-attention whose
+  Q/K/V are linear maps (with bias) of the normalised queries and the *un-normalised* keys, **no output
+  projection**, dropout on the attention weights, residual added to the *normalised* queries; then
+  LayerNorm, point-wise feed-forward ``dim -> dim -> dim`` with ReLU and dropout, residual added to its
+  normalised input; padding positions zeroed after each block;
+- a final LayerNorm (eps 1e-8 everywhere, as the reference);
+- the **same item embeddings at input and output**: relevance of item i = hidden state · E_i.
+
+Deviations, each deliberate:
+- Padded keys are masked out of attention by id (the reference masks keys whose embedding sums to
+  zero, which is the same thing unless a real embedding sums to zero). A padded query attends to
+  itself only, instead of uniformly to all padded keys; its output is zeroed either way. Outputs at real
+  positions are therefore exactly invariant to the amount of left padding.
+- Positions are counted from the right edge of the ``max_len`` window (the last item always has
+  position ``max_len - 1``, as in the reference's left-padded input), so a batch trimmed to its longest
+  sequence gives the same outputs as the full window.
+- Weights use Xavier-uniform initialisation (TF's default glorot_uniform for the reference's dense and
+  embedding layers); LayerNorm starts at (1, 0).
+
+Axes: B batch, L sequence, D dim, H heads, N items.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout with its mask drawn by ``torch.rand`` (about 2.5x faster on CPU than the
+    ``bernoulli_`` inside ``nn.Dropout``; same distribution, drawn from the same global generator)."""
+    if not training or p == 0.0:
+        return x
+    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, l, d = queries.shape
+        h = self.n_heads
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(b, l, h, d // h).transpose(1, 2)  # [B, L, D] -> [B, H, L, D/H]
+
+        q, k, v = heads(self.query(queries)), heads(self.key(keys)), heads(self.value(keys))
+        weights = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5  # [B, H, L, L]
+        weights = torch.softmax(weights.masked_fill(~allowed, float("-inf")), dim=-1)
+        out = dropout(weights, self.dropout, self.training) @ v  # [B, H, L, D/H]
+        return out.transpose(1, 2).reshape(b, l, d)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.inner = nn.Linear(dim, dim)
+        self.outer = nn.Linear(dim, dim)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.dropout(self.outer(self.dropout(F.relu(self.inner(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.attn = CausalSelfAttention(dim, n_heads, dropout)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = FeedForward(dim, dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        q = self.attn_norm(x)
+        x = q + self.attn(q, x, allowed)
+        return self.ffn(self.ffn_norm(x)) * keep
+
+
+class SASRecNet(nn.Module):
+    def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 1, n_blocks: int = 2,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.n_items, self.max_len, self.dim = n_items, max_len, dim
+        self.item_emb = nn.Embedding(n_embeddings(n_items), dim, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(max_len, dim)
+        self.emb_dropout = Dropout(dropout)
+        self.blocks = nn.ModuleList([Block(dim, n_heads, dropout) for _ in range(n_blocks)])
+        self.final_norm = nn.LayerNorm(dim, eps=1e-8)
+        for name, param in self.named_parameters():
+            if param.dim() == 2:
+                nn.init.xavier_uniform_(param)
+            elif "norm" not in name:
+                nn.init.zeros_(param)
+        with torch.no_grad():
+            self.item_emb.weight[PAD].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, D] for left-padded item ids [B, L] (L <= max_len)."""
+        b, l = items.shape
+        keep = (items != PAD).unsqueeze(-1)  # [B, L, 1]
+        positions = torch.arange(self.max_len - l, self.max_len, device=items.device)
+        x = self.item_emb(items) * self.dim ** 0.5 + self.pos_emb(positions)
+        x = self.emb_dropout(x) * keep
+        causal = torch.ones(l, l, dtype=torch.bool, device=items.device).tril()
+        allowed = causal & (keep.transpose(1, 2) | torch.eye(l, dtype=torch.bool, device=items.device))
+        allowed = allowed.unsqueeze(1)  # [B, 1, L, L]: query i may see key j
+        for block in self.blocks:
+            x = block(x, allowed, keep)
+        return self.final_norm(x)
+
+    def item_weights(self) -> torch.Tensor:
+        """[N, D] output embeddings of the real items (row j = internal id j + FIRST_ITEM)."""
+        return self.item_emb.weight[FIRST_ITEM:FIRST_ITEM + self.n_items]
+
+    def score(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [M, N] of every real item for hidden states [M, D] (into ``out`` if given)."""
+        return torch.mm(hidden, self.item_weights().T, out=out)

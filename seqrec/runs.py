@@ -1,0 +1,171 @@
+"""A run: read data, split, fit, evaluate on the test split, save everything to a run directory.
+
+:class:`RunConfig` is the one typed source of every option the CLI and config files accept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seqrec.data.interactions import CORES, read_interactions
+from seqrec.data.splits import EvalSet, Split, leave_one_out, temporal_split
+from seqrec.errors import ConfigError, DataError, choose
+from seqrec.evaluate import PROTOCOLS, SAMPLINGS, evaluate
+from seqrec.losses import LOSSES
+from seqrec.metrics import TIE_POLICIES
+from seqrec.models import DEVICES, MODELS, SequentialRecommender, load
+
+log = logging.getLogger(__name__)
+SPLITS = ("loo", "temporal")
+
+
+@dataclass
+class RunConfig:
+    # data
+    data: str = ""
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    sep: str | None = None
+    min_user_events: int = 0
+    min_item_events: int = 0
+    core: str = "iterative"
+    drop_repeats: bool = False
+    # split
+    split: str = "loo"
+    quantile: float = 0.9
+    valid_users: int | None = None
+    # model and training
+    model: str = "sasrec"
+    loss: str = "ce"
+    max_len: int = 50
+    dim: int = 64
+    n_heads: int = 1
+    n_blocks: int = 2
+    dropout: float = 0.2
+    n_negatives: int = 256
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    # evaluation and outputs
+    k: list = field(default_factory=lambda: [10, 20])
+    exclude_seen: bool = True
+    tie_policy: str = "expected"
+    protocol: str = "full"
+    sampling: str = "uniform"
+    eval_negatives: int = 100
+    out: str = ""
+    recommendations: str | None = None
+    rec_k: int = 10
+    progress: bool = True
+
+    CHOICES = {"core": CORES, "split": SPLITS, "model": tuple(MODELS), "loss": LOSSES, "device": DEVICES,
+               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS}
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        unknown = sorted(set(values) - set(cls.fields()))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}; valid options: {cls.fields()}")
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        for name, valid in self.CHOICES.items():
+            choose(name.replace("_", " "), getattr(self, name).split(":")[0] if name == "device"
+                   else getattr(self, name), valid)
+        if not self.data:
+            raise ConfigError("no data: give --data PATH (or 'data' in the config file)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def read_and_split(config: RunConfig) -> Split:
+    log_ = read_interactions(config.data, config.user_col, config.item_col, config.time_col, sep=config.sep,
+                             min_user_events=config.min_user_events, min_item_events=config.min_item_events,
+                             core=config.core, drop_repeats=config.drop_repeats)
+    log.info("%s: %d events, %d users, %d items", log_.source, log_.n_events, log_.n_users, log_.n_items)
+    if config.split == "loo":
+        return leave_one_out(log_, config.valid_users, config.seed)
+    return temporal_split(log_, config.quantile, config.valid_users, config.seed)
+
+
+def build_model(config: RunConfig) -> SequentialRecommender:
+    cls = MODELS[config.model]
+    params = {name: getattr(config, name) for name in cls().get_params()}
+    return cls(**params)
+
+
+def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
+    """Fit, evaluate on the test split, save to ``config.out``; returns the model and the result."""
+    config.check()
+    if not config.out:
+        raise ConfigError("no run directory: give --out RUN_DIR")
+    split = read_and_split(config)
+    model = build_model(config).fit(split.train, valid=split.valid)
+    model.set_histories(split.log)  # recommendations for known users use everything known about them
+    out = model.save(config.out)
+    np.savez(out / "split.npz", train_lengths=split.train_lengths, valid_users=split.valid.users,
+             valid_cuts=split.valid.cuts, test_users=split.test.users, test_cuts=split.test.cuts)
+    saved = json.loads((out / "config.json").read_text())
+    saved.update({"run": config.to_dict(), "split": split.card(), "data": split.log.summary(),
+                  "filters": split.log.report})
+    (out / "config.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
+    result = evaluate_run(out, config, model=model)
+    result["training"] = {"best_epoch": model.train_result_.best_epoch,
+                          "epochs_run": len(model.train_result_.history),
+                          "train_seconds": sum(r.seconds for r in model.train_result_.history),
+                          "wall_seconds": model.train_result_.history[-1].elapsed}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if config.recommendations:
+        write_recommendations(model, "all", config.rec_k, config.exclude_seen, config.recommendations)
+    return model, result
+
+
+def evaluate_run(run_dir, config: RunConfig | None = None, model: SequentialRecommender | None = None,
+                 **overrides) -> dict:
+    """Evaluate a run directory's model on its test split (options default to the run's own)."""
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    if config is None:
+        config = RunConfig.from_dict({**saved.get("run", {}), **overrides})
+    model = model or load(run_dir)
+    split_file = run_dir / "split.npz"
+    if not split_file.is_file():
+        raise DataError(f"{run_dir}: no split.npz; this run directory holds no test split to evaluate")
+    with np.load(split_file, allow_pickle=False) as data:
+        test = EvalSet(model.histories_, data["test_users"], data["test_cuts"], "test")
+    return evaluate(model, test, k=config.k, protocol=config.protocol, exclude_seen=config.exclude_seen,
+                    tie_policy=config.tie_policy, n_negatives=config.eval_negatives, sampling=config.sampling,
+                    seed=config.seed, split=saved.get("split"))
+
+
+def write_recommendations(model: SequentialRecommender, users, k: int, exclude_seen: bool, path) -> Path:
+    path = Path(path)
+    frame = model.recommend_users(users, k=k, exclude_seen=exclude_seen)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        frame.to_parquet(path, index=False)
+    elif path.suffix.lower() in {".csv", ".gz"} or path.name.endswith(".csv.gz"):
+        frame.to_csv(path, index=False)
+    else:
+        raise ConfigError(f"unknown output type {path.suffix!r} for {path}; choose from ['.csv', '.csv.gz', '.parquet']")
+    log.info("wrote %d recommendations for %d users to %s", len(frame), frame["user_id"].nunique(), path)
+    return path
+

@@ -1,0 +1,95 @@
+"""The CLI, in-process: ``main(argv) -> int``."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from seqrec.cli import main
+
+from conftest import cyclic_frame
+
+FAST = ["--max-len", "10", "--dim", "16", "--epochs", "3", "--batch-size", "64", "--lr", "0.01", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "log.csv"
+    cyclic_frame(n_users=60, string_ids=True).to_csv(data, index=False)
+    out = root / "run"
+    code = main(["train", "--data", str(data), "--model", "sasrec", "--loss", "ce", "--out", str(out),
+                 "--recommendations", str(root / "top.csv"), *FAST])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_complete_run_directory(run_dir, capsys):
+    for name in ("config.json", "vocab_items.parquet", "vocab_users.parquet", "weights.safetensors",
+                 "histories.npz", "split.npz", "metrics.json", "history.json"):
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "sasrec" and config["run"]["loss"] == "ce" and config["split"]["kind"] == "leave_one_out"
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["epochs"]) == 3 and "NDCG@10" in history["epochs"][0]["valid"]
+    top = pd.read_csv(run_dir.parent / "top.csv")
+    assert top["user_id"].nunique() == 60 and len(top) == 600
+
+
+def test_evaluate_json(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"HR@10", "NDCG@10", "MRR@20"} <= set(result["metrics"])
+    assert result["protocol"]["candidates"].startswith("full ranking") and result["protocol"]["seen_filtering"] is True
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["metrics"] == pytest.approx(result["metrics"])
+    assert main(["evaluate", str(run_dir), "--json", "--protocol", "sampled"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert "sampled_HR@10" in sampled["metrics"] and "SAMPLED" in sampled["protocol"]["candidates"]
+
+
+def test_recommend_history_json(run_dir, capsys):
+    assert main(["recommend", str(run_dir), "--history", "sku3,sku4,ghost", "--k", "5", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["items"]) == 5 and payload["unknown_items"] == ["ghost"]
+    assert not {"sku3", "sku4"} & set(payload["items"])
+
+
+@pytest.mark.parametrize("name", ["recs.csv", "recs.parquet"])
+def test_recommend_all_users_to_file(run_dir, tmp_path, name):
+    out = tmp_path / name
+    assert main(["recommend", str(run_dir), "--users", "all", "--k", "3", "--output", str(out)]) == 0
+    frame = pd.read_parquet(out) if name.endswith("parquet") else pd.read_csv(out)
+    assert list(frame.columns) == ["user_id", "rank", "item_id", "score"] and len(frame) == 180
+
+
+def test_unknown_option_and_bad_value_list_valid_ones(capsys):
+    assert main(["train", "--data", "x.csv", "--out", "r", "--colour", "red"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option(s) ['--colour', 'red']" in err and "--loss" in err and "--max-len" in err
+    assert main(["train", "--data", "x.csv", "--out", "r", "--loss", "mse"]) == 2
+    assert "invalid choice: 'mse' (choose from 'ce', 'bce', 'sampled_ce')" in capsys.readouterr().err
+
+
+def test_config_file_with_flags_winning(tmp_path, capsys):
+    data = tmp_path / "log.csv"
+    cyclic_frame(n_users=30).to_csv(data, index=False)
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{data}"\nloss = "bce"\nepochs = 1\nmax_len = 8\nprogress = false\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "2"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["run"]
+    assert saved["loss"] == "bce" and saved["epochs"] == 2 and saved["max_len"] == 8
+    config.write_text('data = "x"\nlearning_rate = 0.1\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option(s) ['learning_rate']" in err and "'lr'" in err
+
+
+def test_bad_data_is_a_clean_error(tmp_path, capsys):
+    data = tmp_path / "log.csv"
+    data.write_text("user_id,item_id,when\n1,2,3\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqrec: error:") and str(data) in err and "'timestamp'" in err
+    assert "Traceback" not in err
+    assert main(["evaluate", str(tmp_path / "nowhere"), "--json"]) == 2

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+import seqrec
+from seqrec.evaluate import evaluate
+
+from conftest import cyclic_frame
+
+
+class Constant:
+    """Scores every item 0: must get HR@10 = 10 / candidates, not 1."""
+
+    max_len = 5
+
+    def score_windows(self, windows, out=None):
+        scores = torch.zeros(len(windows), self.n_items)
+        return scores if out is None else out.copy_(scores)
+
+
+class Oracle(Constant):
+    """Scores item i+1 highest after a window ending in i (the cyclic data's rule)."""
+
+    def score_windows(self, windows, out=None):
+        scores = torch.zeros(len(windows), self.n_items)
+        nxt = windows[:, -1] % self.n_items  # internal id of the next item, 0-based column
+        scores[np.arange(len(windows)), nxt] = 1.0
+        return scores
+
+
+@pytest.fixture
+def test_set():
+    log = seqrec.read_interactions(cyclic_frame(n_users=40, n_items=50, length=6))
+    return seqrec.leave_one_out(log).test
+
+
+def test_constant_model_gets_chance_level(test_set):
+    model = Constant()
+    model.n_items = test_set.log.n_items
+    m = evaluate(model, test_set, k=(10,), exclude_seen=False)["metrics"]
+    assert m["HR@10"] == pytest.approx(10 / 50)
+    seen = evaluate(model, test_set, k=(10,), exclude_seen=True)["metrics"]
+    assert seen["HR@10"] == pytest.approx(10 / (50 - 5))  # 5 history items leave the candidates
+
+
+def test_oracle_and_card(test_set):
+    model = Oracle()
+    model.n_items = test_set.log.n_items
+    result = evaluate(model, test_set, k=(1, 10), split={"kind": "leave_one_out"})
+    assert result["metrics"]["HR@1"] == 1.0 and result["metrics"]["NDCG@10"] == 1.0
+    card = result["protocol"]
+    for key in ("dataset", "split", "candidates", "seen_filtering", "tie_policy", "seed", "seqrec_version"):
+        assert key in card
+    assert card["dataset"]["fingerprint"] == test_set.log.fingerprint()
+    assert card["candidates"] == "full ranking: all 50 items" and card["tie_policy"] == "expected"
+
+
+def test_sampled_protocol_is_labelled_and_seeded(test_set):
+    model = Constant()
+    model.n_items = test_set.log.n_items
+    a = evaluate(model, test_set, k=(10,), protocol="sampled", n_negatives=20, seed=3)
+    b = evaluate(model, test_set, k=(10,), protocol="sampled", n_negatives=20, seed=3, sampling="popularity")
+    assert set(a["metrics"]) == {"sampled_HR@10", "sampled_NDCG@10", "sampled_MRR@10"}
+    assert a["metrics"]["sampled_HR@10"] == pytest.approx(10 / 21)
+    assert "SAMPLED" in a["protocol"]["candidates"] and "popularity" in b["protocol"]["candidates"]
+
+
+def test_repeat_target_is_a_miss_under_seen_filtering():
+    frame = cyclic_frame(n_users=3, n_items=4, length=6)  # cycles of 4: the last item repeats a seen one
+    test = seqrec.leave_one_out(seqrec.read_interactions(frame)).test
+    model = Oracle()
+    model.n_items = test.log.n_items
+    result = evaluate(model, test, k=(1,), exclude_seen=True)
+    assert result["metrics"]["HR@1"] == 0.0 and result["protocol"]["targets_filtered_as_seen"] == 3
+    assert evaluate(model, test, k=(1,), exclude_seen=False)["metrics"]["HR@1"] == 1.0

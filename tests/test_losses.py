@@ -1,0 +1,57 @@
+import math
+
+import pytest
+import torch
+
+from seqrec import losses
+from seqrec.errors import ConfigError
+
+
+def test_ce_of_uniform_logits_is_log_n():
+    n = 777
+    hidden, weight = torch.zeros(5, 8), torch.randn(n, 8)
+    targets = torch.randint(0, n, (5,))
+    assert losses.ce(hidden, weight, targets).item() == pytest.approx(math.log(n), rel=1e-6)
+    assert losses.ce_logits(torch.zeros(5, n), targets).item() == pytest.approx(math.log(n), rel=1e-6)
+
+
+def test_fused_ce_matches_plain_cross_entropy_value_and_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(5000, 16, requires_grad=True)  # several item chunks
+    targets = torch.randint(0, 5000, (37,))
+    fused = losses.ce(hidden, weight, targets)
+    fused.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    plain = losses.ce_logits(hidden @ weight.T, targets)
+    plain.backward()
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-6)
+    assert torch.allclose(grads[1], weight.grad, atol=1e-6)
+
+
+def test_fused_ce_in_bf16_is_close():
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(20, 16) * 0.3, torch.randn(3000, 16) * 0.3
+    targets = torch.randint(0, 3000, (20,))
+    exact = losses.ce(hidden, weight, targets).item()
+    assert losses.ce(hidden, weight, targets, torch.bfloat16).item() == pytest.approx(exact, rel=1e-2)
+
+
+def test_bce_closed_form():
+    assert losses.bce(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(2 * math.log(2))
+    assert losses.bce(torch.tensor([30.0]), torch.tensor([-30.0])).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_sampled_ce_closed_form_and_collision_removal():
+    k = 9
+    assert losses.sampled_ce(torch.zeros(3), torch.zeros(3, k)).item() == pytest.approx(math.log(k + 1))
+    clash = torch.zeros(3, k, dtype=torch.bool)
+    clash[:, :4] = True  # four sampled copies of the positive leave the softmax
+    assert losses.sampled_ce(torch.zeros(3), torch.zeros(3, k), clash).item() == pytest.approx(math.log(k - 3))
+
+
+def test_unknown_loss_lists_choices():
+    with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose from \['ce', 'bce', 'sampled_ce'\]"):
+        losses.check_loss("mse")

@@ -1,0 +1,128 @@
+"""Contract tests, written once and run for every model (and every loss of SASRec)."""
+
+import numpy as np
+import pytest
+import torch
+
+import seqrec
+from seqrec.errors import ConfigError, DataError, NotFittedError
+from seqrec.ids import PAD
+
+from conftest import assert_valid_topk, cyclic_frame, tiny_sasrec
+
+MODELS = [pytest.param(lambda **kw: tiny_sasrec(loss=loss, **kw), id=f"sasrec-{loss}")
+          for loss in ("ce", "bce", "sampled_ce")]
+
+
+@pytest.fixture(scope="module")
+def cyclic_split():
+    log = seqrec.read_interactions(cyclic_frame())
+    return seqrec.leave_one_out(log)
+
+
+@pytest.fixture(scope="module")
+def fitted(cyclic_split):
+    train, valid, _ = cyclic_split
+    return tiny_sasrec().fit(train, valid=valid)
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_learns_next_item_is_i_plus_one(make, cyclic_split):
+    train, valid, test = cyclic_split
+    model = make(n_negatives=8).fit(train, valid=valid)
+    result = seqrec.evaluate(model, test, k=(1,))
+    assert result["metrics"]["HR@1"] >= 0.9, result["metrics"]
+
+
+def test_full_softmax_learns_without_seen_filtering(fitted, cyclic_split):
+    # bce never uses history items as negatives, so only a full-softmax model must also rank them low
+    result = seqrec.evaluate(fitted, cyclic_split.test, k=(1,), exclude_seen=False)
+    assert result["metrics"]["HR@1"] >= 0.9, result["metrics"]
+
+
+def test_recommend_new_histories_with_external_ids(fitted):
+    items, scores = fitted.recommend([[3, 4, 5], ["10", "11"]], k=3, exclude_seen=True)  # "10" matches 10
+    assert_valid_topk(items, scores, 3)
+    assert items[0][0] == 6 and items[1][0] == 12
+    assert not set(items[0]) & {3, 4, 5}
+
+
+def test_unknown_items_are_ignored_and_reported(fitted, caplog):
+    encoded, unknown = fitted.encode_histories([[3, "nope", 4, 999]])
+    assert unknown == ["nope", 999] and len(encoded[0]) == 2
+    with caplog.at_level("WARNING"):
+        items, _ = fitted.recommend([[3, "nope", 4]], k=1)
+    assert "unknown" in caplog.text and items[0][0] == 5
+
+
+def test_padding_never_recommended_even_for_empty_history(fitted):
+    items, scores = fitted.recommend([[]], k=fitted.vocab_.n_items, exclude_seen=False)
+    assert sorted(items[0]) == sorted(fitted.vocab_.items)  # all real items, no PAD
+    assert np.isfinite(scores).all()
+
+
+def test_recommend_users_frame(fitted):
+    frame = fitted.recommend_users([0, 5], k=4)
+    assert list(frame.columns) == ["user_id", "rank", "item_id", "score"]
+    assert len(frame) == 8 and list(frame["rank"][:4]) == [1, 2, 3, 4]
+    with pytest.raises(DataError, match="unknown user"):
+        fitted.recommend_users(["ghost"], k=2)
+
+
+def test_save_load_round_trip_gives_identical_recommendations(fitted, tmp_path):
+    fitted.save(tmp_path / "run")
+    loaded = seqrec.load(tmp_path / "run")
+    histories = [[1, 2, 3], [20, 21], [7]]
+    a, sa = fitted.recommend(histories, k=5)
+    b, sb = loaded.recommend(histories, k=5)
+    assert np.array_equal(a, b) and np.array_equal(sa, sb)
+    assert loaded.get_params() == fitted.get_params()
+    assert fitted.recommend_users("all", k=3).equals(loaded.recommend_users("all", k=3))
+
+
+def test_same_seed_same_scores_and_global_rng_untouched(cyclic_split):
+    train, _, test = cyclic_split
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = tiny_sasrec(epochs=2).fit(train)
+    after = torch.rand(1)
+    b = tiny_sasrec(epochs=2).fit(train)
+    c = tiny_sasrec(epochs=2, seed=1).fit(train)
+    windows = test.histories(10)
+    assert torch.equal(a.score_windows(windows), b.score_windows(windows))
+    assert not torch.equal(a.score_windows(windows), c.score_windows(windows))
+    assert torch.equal(before, after)
+
+
+def test_refit_starts_fresh(cyclic_split):
+    train, _, test = cyclic_split
+    model = tiny_sasrec(epochs=2)
+    first = model.fit(train).score_windows(test.histories(10))
+    second = model.fit(train).score_windows(test.histories(10))
+    assert torch.equal(first, second)
+
+
+def test_not_fitted_and_bad_options():
+    with pytest.raises(NotFittedError, match="fit"):
+        tiny_sasrec().recommend([[1]])
+    with pytest.raises(ConfigError, match="choose from"):
+        tiny_sasrec(loss="mse").fit(cyclic_frame())
+    with pytest.raises(ConfigError, match="CUDA is not available|choose from"):
+        if not torch.cuda.is_available():
+            tiny_sasrec(device="cuda").fit(cyclic_frame())
+        else:
+            raise ConfigError("choose from")
+
+
+def test_training_history_is_recorded(fitted):
+    result = fitted.train_result_
+    assert result.best_epoch >= 1 and len(result.history) >= result.best_epoch
+    record = result.history[0]
+    assert record.loss > 0 and record.seconds > 0 and "NDCG@10" in record.valid
+
+
+def test_windows_hold_pad_left(cyclic_split):
+    _, _, test = cyclic_split
+    w = test.histories(20)
+    assert (w[:, :9] == PAD).all() and (w[:, 9:] != PAD).all()  # 11-event histories in 20 slots

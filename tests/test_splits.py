@@ -1,0 +1,57 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import seqrec
+from seqrec.errors import DataError
+from seqrec.ids import PAD
+
+
+def small_log():
+    rows = {"user_id": [1, 1, 1, 1, 2, 2, 2, 3, 3], "item_id": [10, 11, 12, 13, 20, 21, 22, 30, 31],
+            "timestamp": [1, 2, 3, 9, 4, 5, 8, 6, 7]}
+    return seqrec.read_interactions(pd.DataFrame(rows))
+
+
+def test_leave_one_out_targets_histories_and_short_users():
+    log = small_log()
+    split = seqrec.leave_one_out(log)
+    train, valid, test = split
+    decode = log.vocab.decode_items
+    assert list(decode(test.targets)) == [13, 22] and list(decode(valid.targets)) == [12, 21]
+    assert list(decode(train.items)) == [10, 11, 20, 30, 31]  # user 3 (2 events) trains only
+    assert split.params["users_train_only"] == 1
+    assert list(decode(test.histories(3)[0])) == [10, 11, 12]  # the test history includes the valid item
+    rows, items = test.seen()
+    assert list(rows) == [0, 0, 0, 1, 1] and list(decode(items)) == [10, 11, 12, 20, 21]
+
+
+def test_leave_one_out_valid_subset_is_seeded():
+    log = seqrec.read_interactions(pd.DataFrame({"user_id": np.repeat(np.arange(50), 4),
+                                                 "item_id": np.arange(200) % 7, "timestamp": np.arange(200)}))
+    a = seqrec.leave_one_out(log, valid_users=10, seed=1).valid.users
+    b = seqrec.leave_one_out(log, valid_users=10, seed=1).valid.users
+    assert len(a) == 10 and np.array_equal(a, b)
+    assert len(seqrec.leave_one_out(log).test) == 50
+
+
+def test_temporal_split_uses_only_events_before_the_boundary():
+    log = small_log()
+    split = seqrec.temporal_split(log, quantile=0.75)  # boundary = 7
+    decode = log.vocab.decode_items
+    assert split.params["boundary"] == 7.0
+    test = split.test
+    # user 1 (events at 1,2,3 | 9) and user 2 (4,5 | 8); user 3 (6 | 7) too: first event at/after 7.
+    assert list(log.vocab.users[test.users]) == [1, 2, 3]
+    assert list(decode(test.targets)) == [13, 22, 31]
+    window = test.histories(4)[0]
+    assert window[0] == PAD and list(decode(window[1:])) == [10, 11, 12]
+    train = split.train
+    assert np.all(train.times < 7)
+    assert list(decode(split.valid.targets)) == [12]  # only user 1 has 3 training events
+    assert split.params["events_after_boundary_unused"] == 0
+
+
+def test_temporal_split_rejects_bad_quantile():
+    with pytest.raises(DataError, match="quantile"):
+        seqrec.temporal_split(small_log(), quantile=1.5)
