@@ -40,7 +40,7 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"invalid list of integers {text!r} (e.g. 10,20)") from None
 
 
-_TYPES = {"k": _ints, "valid_users": int, "sep": str, "recommendations": str}
+_TYPES = {"k": _ints, "valid_users": int, "sep": str, "recommendations": str, "attn_dropout": float}
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -49,9 +49,11 @@ class RunConfig:
     n_heads: int = 1
     n_blocks: int = 2
     dropout: float = 0.2
+    attn_dropout: float | None = None
     n_negatives: int = 256
     lr: float = 1e-3
     batch_size: int = 128
+    bucketing: bool = True
     epochs: int = 200
     patience: int = 10
     seed: int = 0

@@ -106,7 +106,8 @@ def temporal_split(log: Interactions, quantile: float = 0.9, valid_users: int | 
     valid = _sample(EvalSet(log, valid_users_all, n_before[valid_users_all] - 1, "valid"), valid_users, seed)
     test = EvalSet(log, test_users, n_before[test_users], "test")
     params = {"quantile": quantile, "boundary": boundary, "valid_users": valid_users, "seed": seed,
-              "events_after_boundary_unused": int((n - n_before).sum() - len(test_users))}
+              "events_after_boundary_unused": int((n - n_before).sum() - len(test_users)),
+              "users_after_boundary_without_history": int(((n_before == 0) & (n > 0)).sum())}
     return Split(log, train_lengths, valid, test, "temporal", params)
 
 

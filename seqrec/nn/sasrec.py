@@ -20,6 +20,9 @@ Deviations, each deliberate:
 - Positions are counted from the right edge of the ``max_len`` window (the last item always has
   position ``max_len - 1``, as in the reference's left-padded input), so a batch trimmed to its longest
   sequence gives the same outputs as the full window.
+- ``attn_dropout`` (default: ``dropout``, as the reference) can be set apart: dropout on the [B, H, L, L]
+  attention weights costs most of a CPU training step at max_len 200, and with ``attn_dropout=0``
+  attention runs in PyTorch's fused kernel (about 5x faster on CPU).
 - Weights use Xavier-uniform initialisation (TF's default glorot_uniform for the reference's dense and
   embedding layers); LayerNorm starts at (1, 0).
 
@@ -70,10 +73,9 @@ class CausalSelfAttention(nn.Module):
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(b, l, h, d // h).transpose(1, 2)  # [B, L, D] -> [B, H, L, D/H]
 
-        q, k, v = heads(self.query(queries)), heads(self.key(keys)), heads(self.value(keys))
-        weights = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5  # [B, H, L, L]
-        weights = torch.softmax(weights.masked_fill(~allowed, float("-inf")), dim=-1)
-        out = dropout(weights, self.dropout, self.training) @ v  # [B, H, L, D/H]
+        out = F.scaled_dot_product_attention(  # softmax(QKᵀ/sqrt(D/H)) V, dropout on the weights
+            heads(self.query(queries)), heads(self.key(keys)), heads(self.value(keys)),
+            attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)  # [B, H, L, D/H]
         return out.transpose(1, 2).reshape(b, l, d)
 
 
@@ -89,10 +91,10 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, attn_dropout: float):
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.attn = CausalSelfAttention(dim, n_heads, dropout)
+        self.attn = CausalSelfAttention(dim, n_heads, attn_dropout)
         self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
         self.ffn = FeedForward(dim, dropout)
 
@@ -104,13 +106,14 @@ class Block(nn.Module):
 
 class SASRecNet(nn.Module):
     def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 1, n_blocks: int = 2,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, attn_dropout: float | None = None):
         super().__init__()
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.n_items, self.max_len, self.dim = n_items, max_len, dim
         self.item_emb = nn.Embedding(n_embeddings(n_items), dim, padding_idx=PAD)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.emb_dropout = Dropout(dropout)
-        self.blocks = nn.ModuleList([Block(dim, n_heads, dropout) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([Block(dim, n_heads, dropout, attn_dropout) for _ in range(n_blocks)])
         self.final_norm = nn.LayerNorm(dim, eps=1e-8)
         for name, param in self.named_parameters():
             if param.dim() == 2:

@@ -1,0 +1,176 @@
+"""SASRec benchmarks on the shared datasets: quality (full ranking) and speed, written as JSON.
+
+    .venv/bin/python benchmarks/sasrec.py beauty-ce [--epochs N] [--attn-dropout 0] [--bf16] ...
+
+Each run writes benchmarks/results/<name>.json with the resolved configuration, the per-epoch history,
+test metrics with and without seen filtering (each with its protocol card), seconds per epoch,
+sequences/s, peak RSS, time to the best epoch, the training step's achieved GFLOP/s against this CPU's
+matmul ceiling, and the published / peer figures the issue gives for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import seqrec  # noqa: E402
+from seqrec.ids import PAD  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets"
+CEILING_GFLOPS = {"fp32": 110.0, "bf16": 440.0}  # measured matmul ceiling of the 2-core dev machine
+
+CONFIGS = {
+    "ml100k-ce": {
+        "data": "movielens-100k", "params": {"loss": "ce", "max_len": 200, "n_heads": 2},
+        "threshold": 0.05,
+        "peers": {"RePlay SASRec": {"epoch_s": 5.5, "test_NDCG@10_unfiltered": 0.0568, "time_to_valid_0.05_s": 155},
+                  "RecTools SASRec": {"epoch_s": 6.8, "test_NDCG@10_unfiltered": 0.0572,
+                                      "test_NDCG@10_seen_filtered": 0.0891, "time_to_valid_0.05_s": 210},
+                  "RecBole SASRec": {"epoch_s": 515, "time_to_valid_0.05_s": 585}},
+        "targets": {"epoch_s": 2.8, "epoch_s_aim": 1.83, "time_to_valid_0.05_s": 50},
+    },
+    "beauty-ce": {
+        "data": "amazon-beauty-bert4rec", "params": {"loss": "ce", "max_len": 50},
+        "published": {"SASRec+ (CE), Dross paper": {"HR@10": 0.0533, "NDCG@10": 0.0327},
+                      "RecTools SASRec (CE)": {"HR@10": 0.0595, "NDCG@10": 0.0359}},
+        "targets": {"NDCG@10": 0.033, "NDCG@10_aim": 0.036, "epoch_s": 90},
+    },
+    "beauty-bce": {
+        "data": "amazon-beauty-bert4rec", "params": {"loss": "bce", "max_len": 50},
+        "published": {"SASRec (BCE)": {"HR@10": 0.0246, "NDCG@10": 0.0126}},
+    },
+    "s3rec-beauty-ce": {
+        "data": "amazon-beauty-5core-s3rec", "params": {"loss": "ce", "max_len": 50, "n_heads": 2},
+        "published": {"SASRec + sampled softmax": {"HR@10": 0.0921, "NDCG@10": 0.0531}},
+        "peers": {"RePlay SASRec": {"epoch_s": 104}, "RecTools SASRec": {"epoch_s": 186}},
+        "targets": {"NDCG@10": 0.050, "epoch_s": 30},
+    },
+}
+
+
+def training_flops(model: seqrec.SASRec, train: seqrec.Interactions) -> float:
+    """Model FLOPs of one training epoch (forward + backward = 3x forward), from the epoch's real batches.
+
+    Per block and token: Q, K, V and the two feed-forward maps (10·D²) and attention (4·T·D for a batch of
+    width T). Output layer: full CE scores every item at every non-padding position (2·N·D per position);
+    bce/sampled_ce score 2 or 1+K items. The fused CE recomputes its logits in the backward pass: that
+    extra quarter is work done but not counted here.
+    """
+    batches, _, _ = model._training(train, torch.Generator().manual_seed(model.seed))
+    d, n = model.dim, train.n_items
+    scored = {"ce": n, "bce": 2, "sampled_ce": 1 + model.n_negatives}[model.loss]
+    total = 0.0
+    for _, window in batches(torch.Generator().manual_seed(model.seed)):
+        b, t = window.shape[0], window.shape[1] - 1
+        positions = int((window[:, :-1] != PAD).sum())
+        total += model.n_blocks * b * t * (10 * d * d + 4 * t * d)
+        total += positions * scored * d * 2
+    return 3 * total
+
+
+def run(name: str, args) -> dict:
+    spec = CONFIGS[name]
+    log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
+    split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
+    train, valid, test = split
+    params = dict(spec["params"], dropout=args.dropout, attn_dropout=args.attn_dropout, lr=args.lr,
+                  epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
+                  bf16=args.bf16, bucketing=not args.no_bucketing, progress=not args.quiet)
+    if args.n_heads:
+        params["n_heads"] = args.n_heads
+    model = seqrec.SASRec(**params)
+    model.fit(train, valid=valid)
+    history = model.train_result_.history
+    best = model.train_result_.best_epoch
+    epoch_seconds = [r.seconds for r in history]
+    flops = training_flops(model, train)
+    precision = "bf16" if args.bf16 else "fp32"
+    threshold = spec.get("threshold")
+    reached = next((r.elapsed for r in history if threshold and r.valid.get("NDCG@10", 0) >= threshold), None)
+    tick = time.perf_counter()
+    filtered = seqrec.evaluate(model, test, k=(10, 20), split=split.card())
+    eval_seconds = time.perf_counter() - tick
+    unfiltered = seqrec.evaluate(model, test, k=(10, 20), exclude_seen=False, split=split.card())
+    median_epoch = statistics.median(epoch_seconds)
+    result = {
+        "name": name,
+        "command": " ".join(sys.argv),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch_threads": torch.get_num_threads(), "device": args.device},
+        "dataset": log.summary(),
+        "split": split.card(),
+        "params": model.get_params(),
+        "train": {
+            "epochs_run": len(history), "best_epoch": best,
+            "seconds_per_epoch_median": round(median_epoch, 2),
+            "seconds_per_epoch_mean": round(statistics.mean(epoch_seconds), 2),
+            "sequences_per_s": round(statistics.median(r.sequences_per_s for r in history), 1),
+            "valid_seconds_per_epoch": round(statistics.mean(r.valid_seconds for r in history), 2),
+            "time_to_best_epoch_s": round(history[best - 1].elapsed, 1),
+            "total_wall_s": round(history[-1].elapsed, 1),
+            f"time_to_valid_NDCG@10_{threshold}_s": round(reached, 1) if reached else None,
+            "model_gflop_per_epoch": round(flops / 1e9, 1),
+            "achieved_gflops": round(flops / 1e9 / median_epoch, 1),
+            "ceiling_gflops": CEILING_GFLOPS[precision], "precision": precision,
+            "fraction_of_ceiling": round(flops / 1e9 / median_epoch / CEILING_GFLOPS[precision], 3),
+        },
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "test_seen_filtered": filtered["metrics"],
+        "test_unfiltered": unfiltered["metrics"],
+        "eval_seconds_full_ranking": round(eval_seconds, 2),
+        "protocol": filtered["protocol"],
+        "published": spec.get("published", {}),
+        "peers_on_this_machine": spec.get("peers", {}),
+        "targets": spec.get("targets", {}),
+        "history": [{"epoch": r.epoch, "loss": round(r.loss, 4), "seconds": round(r.seconds, 2),
+                     "elapsed": round(r.elapsed, 1), **{k: round(v, 4) for k, v in r.valid.items()}}
+                    for r in history],
+    }
+    if "epoch_s" in result["targets"]:
+        result["speed_vs_target"] = {"epoch_s": round(median_epoch, 2), "target": result["targets"]["epoch_s"]}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--attn-dropout", type=float, default=None)
+    parser.add_argument("--n-heads", type=int, default=None)
+    parser.add_argument("--valid-users", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--no-bucketing", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the output file name")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name in args.configs:
+        result = run(name, args)
+        path = args.out_dir / f"{name}{args.tag}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        summary = {k: result[k] for k in ("test_seen_filtered", "test_unfiltered")}
+        print(json.dumps({"name": name, "file": str(path), "train": result["train"], **summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
