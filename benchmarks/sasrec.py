@@ -86,7 +86,7 @@ def run(name: str, args) -> dict:
     train, valid, test = split
     params = dict(spec["params"], dropout=args.dropout, attn_dropout=args.attn_dropout, lr=args.lr,
                   epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
-                  bf16=args.bf16, bucketing=not args.no_bucketing, progress=not args.quiet)
+                  bf16=args.bf16, bucketing=args.bucketing, progress=not args.quiet)
     if args.n_heads:
         params["n_heads"] = args.n_heads
     model = seqrec.SASRec(**params)
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--no-bucketing", action="store_true")
+    parser.add_argument("--bucketing", action="store_true", help="length-bucketed batches (faster, see SASRec doc)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the output file name")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")

@@ -95,9 +95,10 @@ class SequentialRecommender:
         x = torch.from_numpy(np.ascontiguousarray(item_windows))
         width = int((x != PAD).sum(1).max()) if len(x) else 1
         x = x[:, x.shape[1] - max(width, 1):].to(self.device)  # trim common left padding
-        if out is not None and self.device != "cpu":
-            return out.copy_(self._score_last(x))
-        return self._score_last(x, out)
+        if self.device == "cpu":
+            return self._score_last(x, out)
+        scores = self._score_last(x).float().cpu()
+        return scores if out is None else out.copy_(scores)
 
     def encode_histories(self, histories) -> tuple[list[np.ndarray], list]:
         """Internal-id histories for lists of external item ids, and the unknown ids that were dropped."""
@@ -184,6 +185,8 @@ class SequentialRecommender:
     @classmethod
     def _load(cls, directory: Path, config: dict, device: str | None) -> "SequentialRecommender":
         params = dict(config["params"])
+        if device is None and params.get("device", "cpu").startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"  # a model trained on a GPU still loads on a CPU-only machine
         if device is not None:
             params["device"] = device
         model = cls(**params)
@@ -192,7 +195,7 @@ class SequentialRecommender:
             model.histories_ = Interactions(model.vocab_, data["offsets"], data["items"], data["times"],
                                             source=str(directory / "histories.npz"))
         model.net_ = model._build_net(model.vocab_.n_items)
-        model.net_.load_state_dict(load_file(str(directory / "weights.safetensors")))
+        model.net_.load_state_dict(load_file(str(directory / "weights.safetensors"), device="cpu"))
         model.net_.to(model.device).eval()
         history = directory / "history.json"
         if history.is_file():
@@ -226,9 +229,11 @@ class SASRec(SequentialRecommender):
     user's whole training set, we exclude the ``max_len + 1`` items of the window), ``ce`` (full softmax),
     ``sampled_ce`` (``n_negatives`` uniform negatives shared by a sequence's positions; a negative equal to
     the position's target is dropped from that position's softmax). Adam with betas (0.9, 0.98) as the
-    reference. ``bucketing=True`` (a deviation that changes only which users share a batch) shuffles the
-    users every epoch, sorts each group of 32 batches' worth by length and shuffles the batch order, so a
-    batch carries little padding; every user is still seen once per epoch. ``bf16=True`` runs the network under CPU/CUDA bf16 autocast and the CE matrix products in bf16.
+    reference. ``bucketing=True`` (off by default) shuffles the users every epoch, sorts each group of 32
+    batches' worth by length and shuffles the batch order, so a batch carries little padding: faster
+    (ML-100K, max_len 200: 2.3 s instead of 3.x s an epoch) but not free, since each batch's loss is a mean
+    over its positions, so batches of short histories weigh their positions more: on Amazon Beauty (S3-Rec
+    file) it cost 11% test NDCG@10 (0.0487 vs 0.0548). ``bf16=True`` runs the network under CPU/CUDA bf16 autocast and the CE matrix products in bf16.
     Defaults follow the paper (dim 64, 2 blocks, 1 head, lr 1e-3, batch 128; max_len 50 suits Amazon
     data, use 200 for MovieLens); dropout 0.2 is the paper's ML-1M value (it used 0.5 on sparse Amazon data).
     """
@@ -237,7 +242,7 @@ class SASRec(SequentialRecommender):
 
     def __init__(self, loss: str = "ce", max_len: int = 50, dim: int = 64, n_heads: int = 1, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, n_negatives: int = 256, lr: float = 1e-3,
-                 batch_size: int = 128, bucketing: bool = True, epochs: int = 200, patience: int = 10,
+                 batch_size: int = 128, bucketing: bool = False, epochs: int = 200, patience: int = 10,
                  seed: int = 0, device: str = "cpu", bf16: bool = False, progress: bool = True):
         self.loss, self.max_len, self.dim, self.n_heads, self.n_blocks = loss, max_len, dim, n_heads, n_blocks
         self.dropout, self.attn_dropout, self.n_negatives = dropout, attn_dropout, n_negatives

@@ -53,7 +53,7 @@ class RunConfig:
     n_negatives: int = 256
     lr: float = 1e-3
     batch_size: int = 128
-    bucketing: bool = True
+    bucketing: bool = False
     epochs: int = 200
     patience: int = 10
     seed: int = 0

@@ -126,3 +126,15 @@ def test_windows_hold_pad_left(cyclic_split):
     _, _, test = cyclic_split
     w = test.histories(20)
     assert (w[:, :9] == PAD).all() and (w[:, 9:] != PAD).all()  # 11-event histories in 20 slots
+
+
+@pytest.mark.parametrize("bucketing", [False, True])
+def test_every_user_is_trained_once_per_epoch(cyclic_split, bucketing):
+    train = cyclic_split.train
+    model = tiny_sasrec(bucketing=bucketing, batch_size=16)
+    model.net_ = model._build_net(train.n_items)
+    batches, n_batches, _ = model._training(train, torch.Generator().manual_seed(0))
+    seen = [tuple(w[w != PAD].tolist()) for _, batch in batches(torch.Generator().manual_seed(1)) for w in batch]
+    expected = {tuple(train.sequence(u)[-11:].tolist()) for u in range(train.n_users)}
+    assert len(seen) == train.n_users and set(seen) == expected
+    assert sum(1 for _ in batches(torch.Generator().manual_seed(2))) == n_batches
