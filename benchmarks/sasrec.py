@@ -59,8 +59,9 @@ CONFIGS = {
 }
 
 
-def training_flops(model: seqrec.SASRec, train: seqrec.Interactions) -> float:
-    """Model FLOPs of one training epoch (forward + backward = 3x forward), from the epoch's real batches.
+def training_flops(model: seqrec.SASRec, train: seqrec.Interactions) -> tuple[float, float]:
+    """Model FLOPs of one training epoch (forward + backward = 3x forward), from the epoch's real batches:
+    (transformer, output layer).
 
     Per block and token: Q, K, V and the two feed-forward maps (10·D²) and attention (4·T·D for a batch of
     width T). Output layer: full CE scores every item at every non-padding position (2·N·D per position);
@@ -70,13 +71,13 @@ def training_flops(model: seqrec.SASRec, train: seqrec.Interactions) -> float:
     batches, _, _ = model._training(train, torch.Generator().manual_seed(model.seed))
     d, n = model.dim, train.n_items
     scored = {"ce": n, "bce": 2, "sampled_ce": 1 + model.n_negatives}[model.loss]
-    total = 0.0
+    body = head = 0.0
     for _, window in batches(torch.Generator().manual_seed(model.seed)):
         b, t = window.shape[0], window.shape[1] - 1
         positions = int((window[:, :-1] != PAD).sum())
-        total += model.n_blocks * b * t * (10 * d * d + 4 * t * d)
-        total += positions * scored * d * 2
-    return 3 * total
+        body += model.n_blocks * b * t * (10 * d * d + 4 * t * d)
+        head += positions * scored * d * 2
+    return 3 * body, 3 * head
 
 
 def run(name: str, args) -> dict:
@@ -94,7 +95,8 @@ def run(name: str, args) -> dict:
     history = model.train_result_.history
     best = model.train_result_.best_epoch
     epoch_seconds = [r.seconds for r in history]
-    flops = training_flops(model, train)
+    body_flops, head_flops = training_flops(model, train)
+    flops = body_flops + head_flops
     precision = "bf16" if args.bf16 else "fp32"
     threshold = spec.get("threshold")
     reached = next((r.elapsed for r in history if threshold and r.valid.get("NDCG@10", 0) >= threshold), None)
@@ -121,6 +123,8 @@ def run(name: str, args) -> dict:
             "total_wall_s": round(history[-1].elapsed, 1),
             f"time_to_valid_NDCG@10_{threshold}_s": round(reached, 1) if reached else None,
             "model_gflop_per_epoch": round(flops / 1e9, 1),
+            "transformer_gflop_per_epoch": round(body_flops / 1e9, 1),
+            "output_layer_gflop_per_epoch": round(head_flops / 1e9, 1),
             "achieved_gflops": round(flops / 1e9 / median_epoch, 1),
             "ceiling_gflops": CEILING_GFLOPS[precision], "precision": precision,
             "fraction_of_ceiling": round(flops / 1e9 / median_epoch / CEILING_GFLOPS[precision], 3),
