@@ -99,7 +99,10 @@ class _FusedCE(torch.autograd.Function):
                 probs.copy_(h @ w[sl].T)
             probs.add_(neg_lse).exp_().mul_(scale)  # softmax * dL/dlogits scale, in place
             p = probs if dtype == torch.float32 else probs.to(dtype)
-            grad_h.add_(p @ w[sl]) if dtype != torch.float32 else grad_h.addmm_(p, w[sl])
+            if dtype == torch.float32:
+                grad_h.addmm_(p, w[sl])
+            else:
+                grad_h.add_(p @ w[sl])
             grad_w[sl] = p.T @ h
         grad_h.sub_(scale * weight[targets])
         grad_w.index_add_(0, targets, -scale * hidden.float())

@@ -38,22 +38,19 @@ from torch import nn
 from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+class Dropout(nn.Module):
     """Inverted dropout with its mask drawn by ``torch.rand`` (about 2.5x faster on CPU than the
     ``bernoulli_`` inside ``nn.Dropout``; same distribution, drawn from the same global generator)."""
-    if not training or p == 0.0:
-        return x
-    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * keep
 
-
-class Dropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        if not self.training or self.p == 0.0:
+            return x
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * keep
 
 
 class CausalSelfAttention(nn.Module):
