@@ -234,7 +234,8 @@ class SASRec(SequentialRecommender):
     (MovieLens-100K, max_len 200: 2.3 s instead of 4.7 s an epoch). Each batch's loss is then weighted by
     its share of the epoch's positions, so that every position weighs the same as with random batches;
     without that weighting, bucketing cost 11 % test NDCG@10 on Amazon Beauty (S3-Rec file, 0.0487 vs
-    0.0548) and 19 % on MovieLens-100K (0.0899 vs 0.1114). ``bf16=True`` runs the network under CPU/CUDA bf16 autocast and the CE matrix products in bf16.
+    0.0548) and 19 % on MovieLens-100K (0.0899 vs 0.1114). ``bf16=True`` runs the network under CPU/CUDA
+    bf16 autocast and the CE matrix products in bf16.
     Defaults follow the paper (dim 64, 2 blocks, 1 head, lr 1e-3, batch 128; max_len 50 suits Amazon
     data, use 200 for MovieLens); dropout 0.2 is the paper's ML-1M value (it used 0.5 on sparse Amazon data).
     """
