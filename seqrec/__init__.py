@@ -9,12 +9,13 @@
     model.save("runs/x"); model = seqrec.load("runs/x")
 """
 
-from seqrec.data import EvalSet, Interactions, Split, Vocab, leave_one_out, read_interactions, temporal_split
+from seqrec.data import (EvalSet, Interactions, Split, Vocab, leave_one_out, read_interactions,
+                         session_split, temporal_split)
 from seqrec.errors import ConfigError, DataError, NotFittedError, SeqrecError
 from seqrec.evaluate import evaluate
-from seqrec.models import SASRec, load
+from seqrec.models import BERT4Rec, GRU4Rec, GRU4RecPlus, SASRec, load
 from seqrec.version import __version__
 
-__all__ = ["read_interactions", "leave_one_out", "temporal_split", "Interactions", "EvalSet", "Split", "Vocab",
-           "SASRec", "load", "evaluate", "SeqrecError", "DataError", "ConfigError", "NotFittedError",
+__all__ = ["read_interactions", "leave_one_out", "temporal_split", "session_split", "Interactions", "EvalSet", "Split", "Vocab",
+           "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "load", "evaluate", "SeqrecError", "DataError", "ConfigError", "NotFittedError",
            "__version__"]

@@ -8,7 +8,16 @@ Shapes: M scored positions, N items, K negatives, D hidden size.
                      item table in item chunks, fused with its backward pass, so the [M, N] logits are
                      never materialised: the same value and gradients as ``F.cross_entropy(h @ Wᵀ, t)``
                      at a fraction of the memory traffic.
-- :func:`sampled_ce` cross-entropy over the positive and K sampled negatives (same paper).
+- :func:`sampled_ce` cross-entropy over the positive and K sampled negatives (same paper); with
+                     GRU4Rec's logQ correction when the caller subtracts ``logq · log q(item)`` from the
+                     scores first.
+- :func:`bpr_max`    BPR-max with score regularisation (Hidasi & Karatzoglou, "Recurrent Neural Networks
+                     with Top-k Gains", CIKM 2018, eq. 9; the official GRU4Rec code).
+- :func:`top1_max`   TOP1-max (same paper, eq. 8).
+
+Each takes the positive's score [M], the negatives' scores [M, K] and an optional mask [M, K] of
+negatives to ignore (a sampled copy of the positive, or GRU4Rec's own target column); each applies its
+softmax exactly once, to raw scores.
 """
 
 from __future__ import annotations
@@ -39,13 +48,41 @@ def sampled_ce(pos_logits: torch.Tensor, neg_logits: torch.Tensor,
     return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
 
 
+def bpr_max(pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_is_pos: torch.Tensor | None = None,
+            reg: float = 1.0) -> torch.Tensor:
+    """BPR-max: mean over positions of ``-log Σ_j s_j σ(r_i - r_j) + reg · Σ_j s_j r_j²``, where
+    ``s = softmax`` of the negatives' scores r_j (the ignored ones excluded) and r_i the positive's."""
+    weights = _negative_softmax(neg_logits, neg_is_pos)
+    gain = (weights * torch.sigmoid(pos_logits[:, None] - neg_logits)).sum(1)
+    return (-torch.log(gain + 1e-24) + reg * (weights * neg_logits.square()).sum(1)).mean()
+
+
+def top1_max(pos_logits: torch.Tensor, neg_logits: torch.Tensor,
+             neg_is_pos: torch.Tensor | None = None) -> torch.Tensor:
+    """TOP1-max: mean over positions of ``Σ_j s_j (σ(r_j - r_i) + σ(r_j²))`` (s as in :func:`bpr_max`)."""
+    weights = _negative_softmax(neg_logits, neg_is_pos)
+    return (weights * (torch.sigmoid(neg_logits - pos_logits[:, None]) + torch.sigmoid(neg_logits.square()))
+            ).sum(1).mean()
+
+
+def _negative_softmax(neg_logits: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+    if ignore is not None:
+        neg_logits = neg_logits.masked_fill(ignore, float("-inf"))
+    return torch.softmax(neg_logits, dim=1)
+
+
 def ce(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-       compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Full softmax cross-entropy of ``hidden @ weight.T`` [M, N] against ``targets`` [M] (0-based rows of weight).
+       compute_dtype: torch.dtype = torch.float32, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Full softmax cross-entropy of ``hidden @ weight.T (+ bias)`` [M, N] against ``targets`` [M]
+    (0-based rows of weight).
 
     ``compute_dtype=torch.bfloat16`` runs the matrix products in bf16 (accumulating the softmax in fp32).
+    ``bias`` [N] is an optional per-item output bias (BERT4Rec's head).
     """
-    return _FusedCE.apply(hidden, weight, targets, compute_dtype)
+    if bias is None:
+        bias = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device)
+        return _FusedCE.apply(hidden, weight, targets, compute_dtype, bias, False)
+    return _FusedCE.apply(hidden, weight, targets, compute_dtype, bias, True)
 
 
 def ce_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,8 +99,9 @@ class _FusedCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, compute_dtype):
+    def forward(ctx, hidden, weight, targets, compute_dtype, bias, has_bias):
         h = hidden.detach().to(compute_dtype)
+        b = bias.detach().float()
         w = weight.detach().to(compute_dtype)
         m = hidden.shape[0]
         chunks = _chunks(m, weight.shape[0])
@@ -71,17 +109,19 @@ class _FusedCE(torch.autograd.Function):
         lse_parts = torch.empty(m, len(chunks), dtype=torch.float32, device=hidden.device)
         for j, sl in enumerate(chunks):
             logits = _chunk_logits(h, w, sl, buf)
+            if has_bias:
+                logits.add_(b[sl])
             lse_parts[:, j] = torch.logsumexp(logits.float() if compute_dtype != torch.float32 else logits, dim=1)
         lse = torch.logsumexp(lse_parts, dim=1)  # [M]
-        target_logits = (h.float() * w[targets].float()).sum(-1)
-        ctx.save_for_backward(hidden, weight, targets, lse)
-        ctx.compute_dtype = compute_dtype
+        target_logits = (h.float() * w[targets].float()).sum(-1) + b[targets]
+        ctx.save_for_backward(hidden, weight, targets, lse, b)
+        ctx.compute_dtype, ctx.has_bias = compute_dtype, has_bias
         return (lse - target_logits).mean()
 
     @staticmethod
     def backward(ctx, grad_out):
-        hidden, weight, targets, lse = ctx.saved_tensors
-        dtype = ctx.compute_dtype
+        hidden, weight, targets, lse, bias = ctx.saved_tensors
+        dtype, has_bias = ctx.compute_dtype, ctx.has_bias
         scale = grad_out / hidden.shape[0]
         h, w = hidden.to(dtype), weight.to(dtype)
         m = hidden.shape[0]
@@ -89,6 +129,7 @@ class _FusedCE(torch.autograd.Function):
         buf = torch.empty(m, chunks[0].stop - chunks[0].start, dtype=torch.float32, device=hidden.device)
         grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
         grad_w = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if has_bias else None
         neg_lse = -lse[:, None]
         for sl in chunks:
             width = sl.stop - sl.start
@@ -97,7 +138,11 @@ class _FusedCE(torch.autograd.Function):
                 torch.mm(h, w[sl].T, out=probs)
             else:
                 probs.copy_(h @ w[sl].T)
+            if has_bias:
+                probs.add_(bias[sl])
             probs.add_(neg_lse).exp_().mul_(scale)  # softmax * dL/dlogits scale, in place
+            if has_bias:
+                grad_b[sl] = probs.sum(0)
             p = probs if dtype == torch.float32 else probs.to(dtype)
             if dtype == torch.float32:
                 grad_h.addmm_(p, w[sl])
@@ -106,7 +151,10 @@ class _FusedCE(torch.autograd.Function):
             grad_w[sl] = p.T @ h
         grad_h.sub_(scale * weight[targets])
         grad_w.index_add_(0, targets, -scale * hidden.float())
-        return grad_h.to(hidden.dtype), grad_w.to(weight.dtype), None, None
+        if has_bias:
+            grad_b.index_add_(0, targets, (-scale).expand(len(targets)).float())
+            grad_b = grad_b.to(bias.dtype)
+        return grad_h.to(hidden.dtype), grad_w.to(weight.dtype), None, None, grad_b, None
 
 
 def _chunk_logits(h, w, sl, buf):
@@ -120,7 +168,9 @@ def _chunks(m: int, n: int):
 
 
 LOSSES = ("ce", "bce", "sampled_ce")
+SESSION_LOSSES = ("ce", "bpr_max", "top1_max")  # GRU4Rec's: over in-batch and sampled negatives
+ALL_LOSSES = LOSSES + SESSION_LOSSES[1:]
 
 
-def check_loss(name: str) -> str:
-    return choose("loss", name, LOSSES)
+def check_loss(name: str, valid: tuple = LOSSES) -> str:
+    return choose("loss", name, valid)

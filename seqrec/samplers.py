@@ -25,3 +25,21 @@ def uniform_items(n_items: int, shape: tuple, generator: torch.Generator,
             break
         items[clash] = torch.randint(FIRST_ITEM, FIRST_ITEM + n_items, (n_clash,), generator=generator)
     return items
+
+
+class PopularitySampler:
+    """Item ids drawn with probability ∝ popularity^alpha (GRU4Rec's extra negatives; alpha 0 is uniform,
+    1 is popularity). Draws go through the inverse CDF (``searchsorted`` on the cumulative weights), so a
+    draw of K items costs O(K log N) and never touches a score of the whole catalogue."""
+
+    def __init__(self, counts: torch.Tensor, alpha: float):
+        weights = counts.double().clamp(min=0) ** alpha
+        weights[counts <= 0] = 0.0  # an item never seen in training is never a negative
+        self.probs = (weights / weights.sum()).float()  # [N], item j = internal id j + FIRST_ITEM
+        cdf = torch.cumsum(weights, 0)
+        self.cdf = (cdf / cdf[-1]).float()
+        self.cdf[-1] = 1.0
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(n, generator=generator)
+        return torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1) + FIRST_ITEM

@@ -42,10 +42,13 @@ class TrainResult:
 def train_loop(net: torch.nn.Module, batches: Callable[[torch.Generator], Iterable], n_batches: int,
                step_loss: Callable[[object], torch.Tensor], validate: Callable[[], dict] | None, *,
                epochs: int, patience: int, lr: float, generator: torch.Generator,
-               metric: str = "NDCG@10", betas=(0.9, 0.98), progress: bool = True) -> TrainResult:
-    """Train with Adam; after each epoch validate, keep the best weights, stop after ``patience`` epochs
-    without improvement of ``metric``; the network ends holding the best weights."""
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=True)  # one kernel for all params
+               metric: str = "NDCG@10", betas=(0.9, 0.98), progress: bool = True,
+               optimizer: torch.optim.Optimizer | None = None) -> TrainResult:
+    """Train with ``optimizer`` (default: Adam, one fused kernel for all parameters); after each epoch
+    validate, keep the best weights, stop after ``patience`` epochs without improvement of ``metric``;
+    the network ends holding the best weights."""
+    if optimizer is None:
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=True)
     history: list[EpochRecord] = []
     best_metric, best_epoch, best_state = None, 0, None
     start = time.perf_counter()

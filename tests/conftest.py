@@ -14,13 +14,18 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def cyclic_frame(n_users: int = 256, n_items: int = 50, length: int = 12, seed: int = 0,
-                 string_ids: bool = False) -> pd.DataFrame:
-    """Every user walks the item cycle 1, 2, ..., n_items, 1, ... from a random start: next = i + 1."""
+                 string_ids: bool = False, min_length: int | None = None) -> pd.DataFrame:
+    """Every user walks the item cycle 1, 2, ..., n_items, 1, ... from a random start: next = i + 1.
+
+    Every user has ``length`` events, or a random number in [min_length, length] if ``min_length`` is set.
+    """
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, n_items, n_users)
     items = (starts[:, None] + np.arange(length)[None, :]) % n_items + 1
-    frame = pd.DataFrame({"user_id": np.repeat(np.arange(n_users), length), "item_id": items.reshape(-1),
-                          "timestamp": np.tile(np.arange(length), n_users) + 1_000})
+    lengths = np.full(n_users, length) if min_length is None else rng.integers(min_length, length + 1, n_users)
+    keep = np.arange(length)[None, :] < lengths[:, None]
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(n_users), lengths), "item_id": items[keep],
+                          "timestamp": np.broadcast_to(np.arange(length), items.shape)[keep] + 1_000})
     if string_ids:
         frame["user_id"] = "u" + frame["user_id"].astype(str)
         frame["item_id"] = "sku" + frame["item_id"].astype(str)
@@ -37,6 +42,20 @@ def tiny_sasrec(**overrides) -> seqrec.SASRec:
                   epochs=12, patience=12, seed=0, progress=False)
     params.update(overrides)
     return seqrec.SASRec(**params)
+
+
+def tiny_bert4rec(**overrides) -> seqrec.BERT4Rec:
+    params = dict(loss="ce", max_len=10, dim=32, n_heads=2, n_blocks=2, dropout=0.0, mask_prob=0.5, lr=5e-3,
+                  batch_size=32, epochs=30, patience=30, seed=0, progress=False)
+    params.update(overrides)
+    return seqrec.BERT4Rec(**params)
+
+
+def tiny_gru4rec(**overrides) -> seqrec.GRU4Rec:
+    params = dict(loss="ce", dim=32, n_negatives=16, batch_size=32, max_len=10, epochs=3, patience=3, seed=0,
+                  progress=False)
+    params.update(overrides)
+    return seqrec.GRU4Rec(**params)
 
 
 def assert_valid_topk(items: np.ndarray, scores: np.ndarray, k: int) -> None:

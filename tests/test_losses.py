@@ -55,3 +55,20 @@ def test_sampled_ce_closed_form_and_collision_removal():
 def test_unknown_loss_lists_choices():
     with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose from \['ce', 'bce', 'sampled_ce'\]"):
         losses.check_loss("mse")
+
+
+def test_fused_ce_with_bias_matches_plain_cross_entropy_value_and_gradients():
+    torch.manual_seed(1)
+    hidden = torch.randn(23, 8, requires_grad=True)
+    weight = torch.randn(3000, 8, requires_grad=True)
+    bias = torch.randn(3000, requires_grad=True)
+    targets = torch.randint(0, 3000, (23,))
+    fused = losses.ce(hidden, weight, targets, bias=bias)
+    fused.backward()
+    grads = hidden.grad.clone(), weight.grad.clone(), bias.grad.clone()
+    hidden.grad = weight.grad = bias.grad = None
+    plain = losses.ce_logits(hidden @ weight.T + bias, targets)
+    plain.backward()
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
+    for got, want in zip(grads, (hidden.grad, weight.grad, bias.grad)):
+        assert torch.allclose(got, want, atol=1e-6)

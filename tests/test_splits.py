@@ -55,3 +55,45 @@ def test_temporal_split_uses_only_events_before_the_boundary():
 def test_temporal_split_rejects_bad_quantile():
     with pytest.raises(DataError, match="quantile"):
         seqrec.temporal_split(small_log(), quantile=1.5)
+
+
+def _sessions_frame():
+    # sessions 0..9 in time order; item 99 appears only in the last session; session 8 has length 1
+    rows = []
+    for s in range(10):
+        items = [1, 2, 3] if s < 8 else ([4] if s == 8 else [1, 99, 2, 3])
+        rows += [(s, item, 1_000 * s + t) for t, item in enumerate(items)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_session_split_predicts_every_next_event_of_the_last_sessions():
+    log = seqrec.read_interactions(_sessions_frame())
+    split = seqrec.session_split(log, test_fraction=0.2, valid_fraction=0.125)
+    test_sessions = set(log.vocab.users[np.unique(split.test.users)])
+    assert test_sessions == {9}  # session 8 (one event) cannot be evaluated
+    # item 99 is unknown to training: removed from the test session, which becomes [1, 2, 3]
+    assert split.test.targets.tolist() == [log.vocab.encode_items([2])[0], log.vocab.encode_items([3])[0]]
+    assert split.test.cuts.tolist() == [1, 2]
+    card = split.card()
+    # removed: item 99, and item 4 (session 8, also unknown to training), which leaves session 8 empty
+    assert card["eval_events_removed_unknown_item"] == 2 and card["eval_sessions_dropped_short"] == 1
+    assert card["kind"] == "session" and card["n_test"] == 2
+    assert set(log.vocab.users[np.unique(split.valid.users)]) == {7}
+    assert split.train_lengths.tolist() == [3] * 7 + [0, 0, 0]  # valid and test sessions never train
+
+
+def test_session_split_by_days():
+    frame = _sessions_frame()
+    frame["timestamp"] = frame["timestamp"] * 86.4  # session s starts on day s
+    split = seqrec.session_split(seqrec.read_interactions(frame), days=2.5, valid_fraction=0.2)
+    # sessions starting after day 9 - 2.5: 7, 8 (too short) and 9
+    assert split.card()["test_sessions"] == 2 and split.card()["days"] == 2.5
+    assert set(np.unique(split.test.users)) == {7, 9}
+
+
+def test_session_split_refuses_impossible_settings():
+    log = seqrec.read_interactions(_sessions_frame())
+    with pytest.raises(DataError, match="test_fraction"):
+        seqrec.session_split(log, test_fraction=1.5)
+    with pytest.raises(DataError, match="days"):
+        seqrec.session_split(log, days=0)

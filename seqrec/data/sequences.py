@@ -24,3 +24,38 @@ def windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int
     if len(items) == 0:  # only empty histories
         return np.full(index.shape, PAD, dtype=np.int64)
     return np.where(valid, items[np.where(valid, index, 0)], PAD).astype(np.int64)
+
+
+def session_parallel(offsets: np.ndarray, order: np.ndarray, batch_size: int):
+    """Session-parallel mini-batches (GRU4Rec, Hidasi et al. 2016, Fig. 2) over sessions ``order``
+    (indices into CSR ``offsets``; each must hold at least 2 events).
+
+    Yields ``(positions, reset, keep)`` per step: ``positions`` [b] are the event indices of the slots'
+    inputs (targets are ``positions + 1``); ``reset`` [b] marks slots whose session starts at this step,
+    whose hidden state must be zeroed; ``keep`` (None, or a bool mask over the previous step's slots)
+    says which slots are still in use once no session is left to fill them. A finished session is
+    replaced in its slot by the next session in ``order``, so a slot's hidden state must be reset exactly
+    there and nowhere else.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    slots = min(batch_size, len(order))
+    nxt = slots
+    pos = offsets[order[:slots]].astype(np.int64)
+    end = offsets[order[:slots] + 1].astype(np.int64)
+    reset, keep = np.ones(slots, dtype=bool), None
+    while len(pos):
+        yield pos, reset, keep
+        pos = pos + 1
+        done = pos + 1 >= end  # no target left after this event
+        keep = None
+        if done.any():
+            finished = np.flatnonzero(done)
+            refill = finished[:len(order) - nxt]
+            new = order[nxt:nxt + len(refill)]
+            nxt += len(refill)
+            pos[refill], end[refill] = offsets[new], offsets[new + 1]
+            if len(refill) < len(finished):  # no sessions left: these slots retire
+                keep = np.ones(len(pos), dtype=bool)
+                keep[finished[len(refill):]] = False
+                pos, end, done = pos[keep], end[keep], done[keep]
+        reset = done

@@ -14,6 +14,7 @@ import numpy as np
 from seqrec.data.interactions import Interactions
 from seqrec.data.sequences import ranges, windows
 from seqrec.errors import DataError
+from seqrec.ids import FIRST_ITEM
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,68 @@ def temporal_split(log: Interactions, quantile: float = 0.9, valid_users: int | 
               "events_after_boundary_unused": int((n - n_before).sum() - len(test_users)),
               "users_after_boundary_without_history": int(((n_before == 0) & (n > 0)).sum())}
     return Split(log, train_lengths, valid, test, "temporal", params)
+
+
+def session_split(log: Interactions, test_fraction: float = 0.1, days: float | None = None,
+                  valid_fraction: float | None = None) -> Split:
+    """Session-based protocol (GRU4Rec, Hidasi et al. 2016): each "user" of ``log`` is a session.
+
+    Sessions are ordered by their first timestamp (ties, e.g. position-only timestamps, by session order
+    in the vocabulary). Test: the sessions starting in the last ``days`` days (timestamps in seconds, or
+    datetimes), or else the last ``test_fraction`` of sessions. Validation: the same share of the
+    remaining sessions, taken from their end; training: the sessions before. As in the GRU4Rec
+    preprocessing, events of validation/test sessions whose item never occurs in training are removed,
+    then sessions left shorter than 2 are dropped; both counts are in the split card.
+    Evaluation rows predict **every** next event of a session from its prefix (cuts 1 .. length - 1).
+    """
+    n = log.lengths
+    sessions = np.flatnonzero(n > 0)
+    start_times = np.asarray(log.times)[log.offsets[sessions]]
+    if np.issubdtype(start_times.dtype, np.datetime64):
+        start_times = start_times.astype("datetime64[ns]").astype(np.int64) / 1e9
+    order = sessions[np.lexsort((sessions, start_times))]
+    if days is not None:
+        if days <= 0:
+            raise DataError(f"session split: days must be positive, got {days}")
+        ordered_times = np.sort(start_times)
+        n_test = int((ordered_times > ordered_times[-1] - days * 86400.0).sum())
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise DataError(f"session split: test_fraction must be in (0, 1), got {test_fraction}")
+        n_test = int(round(len(order) * test_fraction))
+    valid_fraction = test_fraction if valid_fraction is None else valid_fraction
+    n_valid = int(round((len(order) - n_test) * valid_fraction))
+    if n_test < 1 or len(order) - n_test - n_valid < 1:
+        raise DataError(f"{log.source}: session split leaves {n_test} test and "
+                        f"{len(order) - n_test - n_valid} training sessions; both must be positive")
+    test_sessions, valid_sessions = order[len(order) - n_test:], order[len(order) - n_test - n_valid:len(order) - n_test]
+    role = np.zeros(log.n_users, dtype=np.int8)  # 0 train, 1 valid, 2 test
+    role[valid_sessions], role[test_sessions] = 1, 2
+    event_role = np.repeat(role, n)
+    known = np.zeros(log.n_items + FIRST_ITEM, dtype=bool)
+    known[log.items[event_role == 0]] = True
+    keep = (event_role == 0) | known[log.items]
+    lengths = np.bincount(np.repeat(np.arange(log.n_users), n)[keep], minlength=log.n_users)
+    filtered = Interactions(log.vocab, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                            log.items[keep], np.asarray(log.times)[keep], log.source, log.report)
+
+    def every_next_event(chosen: np.ndarray, name: str) -> EvalSet:
+        chosen = np.sort(chosen[lengths[chosen] >= 2])
+        counts = lengths[chosen] - 1
+        cuts = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+        return EvalSet(filtered, np.repeat(chosen, counts), cuts, name)
+
+    valid, test = every_next_event(valid_sessions, "valid"), every_next_event(test_sessions, "test")
+    if len(test) == 0:
+        raise DataError(f"{log.source}: no test session keeps 2 events with items known from training")
+    train_lengths = np.where(role == 0, lengths, 0)
+    params = {"test_fraction": None if days is not None else test_fraction, "days": days,
+              "valid_fraction": valid_fraction, "train_sessions": int((role[sessions] == 0).sum()),
+              "valid_sessions": int(len(np.unique(valid.users))), "test_sessions": int(len(np.unique(test.users))),
+              "eval_events_removed_unknown_item": int((~keep).sum()),
+              "eval_sessions_dropped_short": int(((role > 0) & (n > 0) & (lengths < 2)).sum()),
+              "predicts": "every next event of each session from its prefix"}
+    return Split(filtered, train_lengths, valid, test, "session", params)
 
 
 def _sample(evalset: EvalSet, size: int | None, seed: int) -> EvalSet:

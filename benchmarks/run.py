@@ -1,6 +1,9 @@
-"""SASRec benchmarks on the shared datasets: quality (full ranking) and speed, written as JSON.
+"""Model benchmarks on the shared datasets (leave-one-out): quality (full ranking) and speed, as JSON.
 
-    .venv/bin/python benchmarks/sasrec.py beauty-ce [--epochs N] [--attn-dropout 0] [--bf16] ...
+    .venv/bin/python benchmarks/run.py beauty-ce [--epochs N] [--attn-dropout 0] [--bf16] ...
+    .venv/bin/python benchmarks/run.py ml100k-bert4rec --bucketing --attn-dropout 0 --set mask_prob=0.2
+
+(SASRec configurations were run as ``benchmarks/sasrec.py``, this file's earlier name.)
 
 Each run writes benchmarks/results/<name>.json with the resolved configuration, the per-epoch history,
 test metrics with and without seen filtering (each with its protocol card), seconds per epoch,
@@ -50,6 +53,32 @@ CONFIGS = {
         "data": "amazon-beauty-bert4rec", "params": {"loss": "bce", "max_len": 50},
         "published": {"SASRec (BCE)": {"HR@10": 0.0246, "NDCG@10": 0.0126}},
     },
+    "ml100k-bert4rec": {
+        "model": "bert4rec", "data": "movielens-100k",
+        "params": {"loss": "ce", "max_len": 200, "dim": 64, "n_heads": 2, "n_blocks": 2, "batch_size": 128},
+        "threshold": 0.05,
+        "peers": {"RecTools BERT4Rec": {"epoch_s": 7.7, "best_epoch": 124, "time_to_best_s": 1020,
+                                        "test_NDCG@10_seen_filtered": 0.098, "test_NDCG@10_unfiltered": 0.058}},
+        "targets": {"epoch_s": 3.85, "NDCG@10": 0.098, "time_to_best_s": 1020},
+    },
+    "beauty-bert4rec": {
+        "model": "bert4rec", "data": "amazon-beauty-bert4rec",
+        "params": {"loss": "ce", "max_len": 50, "dim": 64, "n_heads": 2, "n_blocks": 2, "mask_prob": 0.6},
+        "published": {"RecTools BERT4Rec": {"HR@10": 0.0434, "NDCG@10": 0.0242},
+                      "BERT4Rec, Dross paper": {"HR@10": 0.0338, "NDCG@10": 0.0187}},
+        "targets": {"NDCG@10": 0.024},
+    },
+    "beauty-gru4rec-ce": {
+        "model": "gru4rec", "data": "amazon-beauty-bert4rec",
+        "params": {"loss": "ce", "batching": "padded", "max_len": 50, "dim": 64, "n_negatives": 0,
+                   "optimizer": "adam", "lr": 1e-3, "batch_size": 128},
+    },
+    "beauty-gru4rec-bprmax": {
+        "model": "gru4rec", "data": "amazon-beauty-bert4rec",
+        "params": {"loss": "bpr_max", "batching": "padded", "max_len": 50, "dim": 64, "n_negatives": 2048,
+                   "sample_alpha": 0.3, "bpreg": 0.9, "elu": 1.0, "optimizer": "adam", "lr": 1e-3,
+                   "batch_size": 128},
+    },
     "s3rec-beauty-ce": {
         "data": "amazon-beauty-5core-s3rec", "params": {"loss": "ce", "max_len": 50, "n_heads": 2},
         "published": {"SASRec + sampled softmax": {"HR@10": 0.0921, "NDCG@10": 0.0531}},
@@ -59,7 +88,7 @@ CONFIGS = {
 }
 
 
-def training_flops(model: seqrec.SASRec, train: seqrec.Interactions) -> tuple[float, float]:
+def training_flops(model, train: seqrec.Interactions) -> tuple[float, float]:
     """Model FLOPs of one training epoch (forward + backward = 3x forward), from the epoch's real batches:
     (transformer, output layer).
 
@@ -68,8 +97,18 @@ def training_flops(model: seqrec.SASRec, train: seqrec.Interactions) -> tuple[fl
     bce/sampled_ce score 2 or 1+K items. The fused CE recomputes its logits in the backward pass: that
     extra quarter is work done but not counted here.
     """
+    if model.name not in ("sasrec", "bert4rec"):
+        return float("nan"), float("nan")
     batches, _, _ = model._training(train, torch.Generator().manual_seed(model.seed))
     d, n = model.dim, train.n_items
+    if model.name == "bert4rec":  # 24·D² per layer and token (QKV, output, 4x FFN); head on masked positions
+        body = head = 0.0
+        for _, window in batches(torch.Generator().manual_seed(model.seed)):
+            b, t = window.shape
+            masked = int((window != PAD).sum()) * model.mask_prob
+            body += model.n_blocks * b * t * (24 * d * d + 4 * t * d)
+            head += masked * (n * d * 2 + 2 * d * d)
+        return 3 * body, 3 * head
     scored = {"ce": n, "bce": 2, "sampled_ce": 1 + model.n_negatives}[model.loss]
     body = head = 0.0
     for _, window in batches(torch.Generator().manual_seed(model.seed)):
@@ -85,12 +124,16 @@ def run(name: str, args) -> dict:
     log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
     split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
     train, valid, test = split
-    params = dict(spec["params"], dropout=args.dropout, attn_dropout=args.attn_dropout, lr=args.lr,
-                  epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
-                  bf16=args.bf16, bucketing=args.bucketing, progress=not args.quiet)
-    if args.n_heads:
-        params["n_heads"] = args.n_heads
-    model = seqrec.SASRec(**params)
+    cls = seqrec.models.MODELS[spec.get("model", "sasrec")]
+    params = dict(spec["params"], epochs=args.epochs, patience=args.patience, seed=args.seed,
+                  device=args.device, progress=not args.quiet)
+    for name in ("dropout", "attn_dropout", "lr", "n_heads", "bf16", "bucketing"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    model = cls(**params)
     model.fit(train, valid=valid)
     history = model.train_result_.history
     best = model.train_result_.best_epoch
@@ -126,6 +169,8 @@ def run(name: str, args) -> dict:
             "transformer_gflop_per_epoch": round(body_flops / 1e9, 1),
             "output_layer_gflop_per_epoch": round(head_flops / 1e9, 1),
             "achieved_gflops": round(flops / 1e9 / median_epoch, 1),
+            "events_per_s": round(sum(r.sequences_per_s * r.seconds for r in history)
+                                  / sum(r.seconds for r in history), 1) if model.name == "gru4rec" else None,
             "ceiling_gflops": CEILING_GFLOPS[precision], "precision": precision,
             "fraction_of_ceiling": round(flops / 1e9 / median_epoch / CEILING_GFLOPS[precision], 3),
         },
@@ -151,15 +196,18 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--attn-dropout", type=float, default=None)
     parser.add_argument("--n-heads", type=int, default=None)
     parser.add_argument("--valid-users", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--bucketing", action="store_true", help="length-bucketed batches (faster, see SASRec doc)")
+    parser.add_argument("--bf16", action="store_true", default=None)
+    parser.add_argument("--bucketing", action="store_true", default=None,
+                        help="length-bucketed batches (faster, see SASRec doc)")
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                        help="any other model parameter, e.g. --set mask_prob=0.6 (repeatable)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the output file name")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")

@@ -1,0 +1,132 @@
+"""BERT4Rec: sequential recommendation with a bidirectional transformer (Sun et al., CIKM 2019).
+
+Follows the paper and the authors' TensorFlow reference code (FeiSun/BERT4Rec, ``modeling.py``,
+``run.py``, ``bert_train/*.json``), which is Google's BERT encoder:
+
+- input = item embedding + learned positional embedding, then LayerNorm and dropout;
+- ``n_blocks`` post-LN transformer layers, **no causal mask** (every position sees the whole window):
+  multi-head self-attention (Q/K/V and an output projection, dropout on the attention weights and on
+  the output), residual, LayerNorm; feed-forward ``dim -> 4 dim -> dim`` with GELU, dropout, residual,
+  LayerNorm (eps 1e-12 as BERT);
+- the head of the paper's eq. (7), ``softmax(GELU(h W + b) Eᵀ + b_o)`` with E the *input* item
+  embeddings and b_o a per-item bias; the reference code also applies a LayerNorm after the GELU
+  (``get_masked_lm_output``), and so do we. ``head="dot"`` replaces it with a plain tied dot product
+  ``h Eᵀ`` (no transform, no bias), as several later reproductions do;
+- weights from a truncated normal with std 0.02 (BERT's ``initializer_range``), biases zero,
+  LayerNorm (1, 0);
+- a ``[mask]`` item with its own embedding row (id ``n_items + 1``, see :mod:`seqrec.ids`). It is
+  never scored: outputs cover the real items only, so neither ``[mask]`` nor padding is recommended.
+
+Deviations, each deliberate:
+- Windows are left-padded and positions are counted from the window's right edge, so the appended
+  ``[mask]`` of inference always sits at position ``max_len - 1`` (the reference right-pads and counts
+  from the left). Padded keys are masked out of attention by id: outputs at real positions are exactly
+  invariant to the amount of padding, so batches are trimmed to their longest window.
+- ``attn_dropout`` (default: ``dropout``, as the reference) can be set apart; with 0, attention runs
+  in PyTorch's fused kernel (several times faster on CPU).
+
+Axes: B batch, L sequence, D dim, H heads, N items.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
+from seqrec.nn.sasrec import Dropout
+
+HEADS = ("paper", "dot")
+_EPS = 1e-12
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with an output projection (BERT's ``attention_layer`` + dense)."""
+
+    def __init__(self, dim: int, n_heads: int, attn_dropout: float, dropout: float):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
+        self.n_heads, self.attn_dropout = n_heads, attn_dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, l, d = x.shape
+        q, k, v = self.qkv(x).view(b, l, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.dropout(self.out(out.transpose(1, 2).reshape(b, l, d)))
+
+
+class Layer(nn.Module):
+    """One post-LN transformer layer: LN(x + Attn(x)), then LN(x + FFN(x))."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float, attn_dropout: float):
+        super().__init__()
+        self.attn = SelfAttention(dim, n_heads, attn_dropout, dropout)
+        self.attn_norm = nn.LayerNorm(dim, eps=_EPS)
+        self.inner = nn.Linear(dim, 4 * dim)
+        self.outer = nn.Linear(4 * dim, dim)
+        self.ffn_dropout = Dropout(dropout)
+        self.ffn_norm = nn.LayerNorm(dim, eps=_EPS)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = self.attn_norm(x + self.attn(x, allowed))
+        return self.ffn_norm(x + self.ffn_dropout(self.outer(F.gelu(self.inner(x)))))
+
+
+class BERT4RecNet(nn.Module):
+    def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
+                 dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper"):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose from {list(HEADS)}")
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.n_items, self.max_len, self.dim, self.head = n_items, max_len, dim, head
+        self.item_emb = nn.Embedding(n_embeddings(n_items, with_mask=True), dim, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(max_len, dim)
+        self.emb_norm = nn.LayerNorm(dim, eps=_EPS)
+        self.emb_dropout = Dropout(dropout)
+        self.layers = nn.ModuleList([Layer(dim, n_heads, dropout, attn_dropout) for _ in range(n_blocks)])
+        if head == "paper":
+            self.transform = nn.Linear(dim, dim)
+            self.transform_norm = nn.LayerNorm(dim, eps=_EPS)
+            self.out_bias = nn.Parameter(torch.zeros(n_items))
+        for name, param in self.named_parameters():
+            if param.dim() == 2:
+                nn.init.trunc_normal_(param, std=0.02, a=-0.04, b=0.04)  # TF truncated_normal: within 2 std
+            elif "norm" not in name:
+                nn.init.zeros_(param)
+        with torch.no_grad():
+            self.item_emb.weight[PAD].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, D] for left-padded ids [B, L] (L <= max_len; may hold the MASK id)."""
+        b, l = items.shape
+        positions = torch.arange(self.max_len - l, self.max_len, device=items.device)
+        x = self.emb_dropout(self.emb_norm(self.item_emb(items) + self.pos_emb(positions)))
+        allowed = (items != PAD)[:, None, None, :]  # [B, 1, 1, L]: every query sees every real key
+        for layer in self.layers:
+            x = layer(x, allowed)
+        return x
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head's transform of hidden states [..., D] (identity for ``head="dot"``)."""
+        if self.head == "dot":
+            return hidden
+        return self.transform_norm(F.gelu(self.transform(hidden)))
+
+    def item_weights(self) -> torch.Tensor:
+        """[N, D] output embeddings of the real items (the input table, tied)."""
+        return self.item_emb.weight[FIRST_ITEM:FIRST_ITEM + self.n_items]
+
+    def item_bias(self) -> torch.Tensor | None:
+        return self.out_bias if self.head == "paper" else None
+
+    def score(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [M, N] of every real item for hidden states [M, D] (into ``out`` if given)."""
+        scores = torch.mm(self.project(hidden), self.item_weights().T, out=out)
+        return scores if self.head == "dot" else scores.add_(self.out_bias)

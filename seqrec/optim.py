@@ -1,0 +1,68 @@
+"""Optimisers the models ask for by name. Adam is PyTorch's; ``adagrad_m`` is GRU4Rec's own.
+
+``AdagradM`` is the official GRU4Rec code's ``IndexedAdagradM`` (Adagrad with momentum): per parameter
+``acc += g²``, ``v = momentum · v - lr · g / sqrt(acc + eps)``, ``p += v``. For a *sparse* gradient (an
+embedding looked up with ``sparse=True``) only the rows that received gradient are touched, their
+accumulator, momentum and value alike: the other rows keep their momentum untouched, exactly as the
+official code (a dense Adagrad-with-momentum would keep moving every row by its old momentum).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seqrec.errors import choose
+
+OPTIMIZERS = ("adam", "adagrad_m")
+
+
+class AdagradM(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6):
+        if lr <= 0:
+            raise ValueError(f"invalid learning rate {lr}")
+        if momentum < 0:
+            raise ValueError(f"invalid momentum {momentum}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["acc"] = torch.zeros_like(p)
+                    if momentum > 0:
+                        state["mom"] = torch.zeros_like(p)
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()  # the update is not linear in g: rows must be unique
+                    rows, values = grad.indices()[0], grad.values()
+                    acc = state["acc"][rows].addcmul_(values, values)
+                    state["acc"][rows] = acc
+                    step = values / acc.add_(eps).sqrt_()
+                    if momentum > 0:
+                        mom = state["mom"][rows].mul_(momentum).sub_(step, alpha=lr)
+                        state["mom"][rows] = mom
+                        p.index_add_(0, rows, mom)
+                    else:
+                        p.index_add_(0, rows, step, alpha=-lr)
+                else:
+                    state["acc"].addcmul_(grad, grad)
+                    denom = state["acc"].add(eps).sqrt_()
+                    if momentum > 0:
+                        state["mom"].mul_(momentum).addcdiv_(grad, denom, value=-lr)
+                        p.add_(state["mom"])
+                    else:
+                        p.addcdiv_(grad, denom, value=-lr)
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+    """``adam`` (betas 0.9, 0.98 as the SASRec reference; fused unless a gradient is sparse) or ``adagrad_m``."""
+    choose("optimizer", name, OPTIMIZERS)
+    params = list(params)
+    if name == "adagrad_m":
+        return AdagradM(params, lr=lr, momentum=momentum)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98), fused=True)

@@ -1,0 +1,96 @@
+"""BERT4Rec: bidirectional attention, the head, masking, and inference with an appended [mask]."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqrec.ids import PAD, mask_id
+from seqrec.nn.bert4rec import BERT4RecNet
+from seqrec.nn.sasrec import SASRecNet
+
+from conftest import tiny_bert4rec
+
+N_ITEMS = 30
+
+
+def net(**kw):
+    torch.manual_seed(0)
+    params = dict(n_items=N_ITEMS, max_len=8, dim=16, n_heads=2, n_blocks=2, dropout=0.3)
+    params.update(kw)
+    return BERT4RecNet(**params).eval()
+
+
+@pytest.mark.parametrize("head", ["paper", "dot"])
+def test_shapes_and_scores_cover_real_items_only(head):
+    model = net(head=head)
+    hidden = model(torch.randint(1, N_ITEMS + 2, (4, 8)))  # may hold the MASK id
+    assert hidden.shape == (4, 8, 16)
+    scores = model.score(hidden[:, -1])
+    assert scores.shape == (4, N_ITEMS)  # no column for PAD or MASK: neither can be recommended
+    assert model.item_emb.weight.shape[0] == N_ITEMS + 2
+    if head == "paper":  # softmax(GELU(h W + b) Eᵀ + b_o), with the reference's LayerNorm after the GELU
+        t = model.transform_norm(F.gelu(model.transform(hidden[:, -1])))
+        expected = t @ model.item_emb.weight[1:N_ITEMS + 1].T + model.out_bias
+    else:
+        expected = hidden[:, -1] @ model.item_emb.weight[1:N_ITEMS + 1].T
+    assert torch.allclose(scores, expected, atol=1e-5)
+
+
+def test_bidirectional_a_later_item_changes_earlier_outputs_unlike_sasrec():
+    x = torch.randint(1, N_ITEMS + 1, (3, 8))
+    y = x.clone()
+    y[:, 6] = (x[:, 6] % N_ITEMS) + 1
+    bert = net()
+    assert not torch.allclose(bert(x)[:, :6], bert(y)[:, :6])
+    torch.manual_seed(0)
+    sasrec = SASRecNet(N_ITEMS, 8, 16, 2, 2, 0.3).eval()
+    assert torch.allclose(sasrec(x)[:, :6], sasrec(y)[:, :6], atol=1e-6)
+
+
+def test_outputs_do_not_depend_on_left_padding():
+    model = net()
+    x = torch.tensor([[4, 5, 6]])
+    padded = torch.tensor([[PAD, PAD, PAD, 4, 5, 6]])
+    assert torch.allclose(model(x), model(padded)[:, 3:], atol=1e-5)
+
+
+def test_mask_chooses_round_rho_times_length_real_positions_at_least_one():
+    model = tiny_bert4rec(mask_prob=0.2)
+    window = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 2, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [0] * 9 + [7]])
+    for seed in range(20):
+        chosen = model.mask(window, torch.Generator().manual_seed(seed))
+        assert chosen.sum(1).tolist() == [1, 2, 1]  # max(1, round(len * 0.2))
+        assert not chosen[window == PAD].any()
+    last_only = tiny_bert4rec(last_mask_prob=1.0).mask(window, torch.Generator().manual_seed(0))
+    assert last_only.sum().item() == 3 and last_only[:, -1].all()
+
+
+def test_masking_is_spread_over_all_positions():
+    model = tiny_bert4rec(mask_prob=0.5)
+    window = torch.arange(1, 11).repeat(20000, 1)
+    share = model.mask(window, torch.Generator().manual_seed(0)).float().mean(0)
+    assert torch.allclose(share, torch.full((10,), 0.5), atol=0.015)
+
+
+def test_inference_appends_mask_and_drops_the_oldest_item_at_max_len():
+    model = tiny_bert4rec(max_len=8)
+    model.net_ = net()
+    masked = mask_id(N_ITEMS)
+    full = torch.arange(1, 9)[None, :]  # 8 items: the oldest must make room for [mask]
+    expected = model.net_.score(model.net_(torch.cat([full[:, 1:], torch.tensor([[masked]])], 1))[:, -1])
+    assert torch.allclose(model._score_last(full), expected, atol=1e-6)
+    short = torch.tensor([[3, 4]])
+    expected = model.net_.score(model.net_(torch.tensor([[3, 4, masked]]))[:, -1])
+    assert torch.allclose(model._score_last(short), expected, atol=1e-6)
+
+
+def test_bad_options_are_refused():
+    from seqrec.errors import ConfigError
+    from conftest import cyclic_frame
+
+    for bad, match in ((dict(mask_prob=0.0), "mask_prob"), (dict(last_mask_prob=1.5), "last_mask_prob"),
+                       (dict(head="mlp"), "head")):
+        with pytest.raises(ConfigError, match=match):
+            tiny_bert4rec(**bad).fit(cyclic_frame(n_users=8))
+    assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.history[0].loss)
