@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 from seqrec.errors import ConfigError, SeqrecError
-from seqrec.runs import RunConfig
+from seqrec.runs import MODEL_OPTIONS, RunConfig
 
 log = logging.getLogger("seqrec")
 
@@ -40,7 +40,7 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"invalid list of integers {text!r} (e.g. 10,20)") from None
 
 
-_TYPES = {"k": _ints, "valid_users": int, "sep": str, "recommendations": str, "attn_dropout": float}
+_TYPES = {**RunConfig.TYPES, "k": _ints, "bucketing": _bool, "bf16": _bool, "exclude_seen": _bool}
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +52,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         choices = RunConfig.CHOICES.get(name)
         if name == "device":
             choices = None  # cuda:1 is valid; checked by RunConfig.check
+        shown = "the model's own" if default is None and name in MODEL_OPTIONS else default
         parser.add_argument(flag, dest=name, type=kind, choices=choices, default=argparse.SUPPRESS,
-                            metavar=None if choices else name.upper(), help=f"default: {default}")
+                            metavar=None if choices else name.upper(), help=f"default: {shown}")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="hide progress bars")
     parser.add_argument("--include-seen", dest="exclude_seen", action="store_false", default=argparse.SUPPRESS,

@@ -14,15 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from seqrec.data.interactions import CORES, read_interactions
-from seqrec.data.splits import EvalSet, Split, leave_one_out, temporal_split
+from seqrec.data.splits import EvalSet, Split, leave_one_out, session_split, temporal_split
 from seqrec.errors import ConfigError, DataError, choose
 from seqrec.evaluate import PROTOCOLS, SAMPLINGS, evaluate
-from seqrec.losses import LOSSES
+from seqrec.losses import ALL_LOSSES
 from seqrec.metrics import TIE_POLICIES
-from seqrec.models import DEVICES, MODELS, SequentialRecommender, load
+from seqrec.models import BATCHINGS, DEVICES, MODELS, SequentialRecommender, load
+from seqrec.nn.bert4rec import HEADS
+from seqrec.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
-SPLITS = ("loo", "temporal")
+SPLITS = ("loo", "temporal", "session")
 
 
 @dataclass
@@ -41,27 +43,43 @@ class RunConfig:
     split: str = "loo"
     quantile: float = 0.9
     valid_users: int | None = None
-    # model and training
+    test_fraction: float = 0.1
+    days: float | None = None
+    # model and training; None = the chosen model's own default (see its docstring)
     model: str = "sasrec"
-    loss: str = "ce"
-    max_len: int = 50
-    dim: int = 64
-    n_heads: int = 1
-    n_blocks: int = 2
-    dropout: float = 0.2
+    loss: str | None = None
+    max_len: int | None = None
+    dim: int | None = None
+    n_heads: int | None = None
+    n_blocks: int | None = None
+    n_layers: int | None = None
+    embedding: int | None = None
+    head: str | None = None
+    mask_prob: float | None = None
+    last_mask_prob: float | None = None
+    dropout: float | None = None
     attn_dropout: float | None = None
-    n_negatives: int = 256
-    lr: float = 1e-3
-    batch_size: int = 128
-    bucketing: bool = False
-    epochs: int = 200
-    patience: int = 10
+    dropout_embed: float | None = None
+    dropout_hidden: float | None = None
+    n_negatives: int | None = None
+    sample_alpha: float | None = None
+    logq: float | None = None
+    bpreg: float | None = None
+    elu: float | None = None
+    batching: str | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    batch_size: int | None = None
+    bucketing: bool | None = None
+    epochs: int | None = None
+    patience: int | None = None
     seed: int = 0
     device: str = "cpu"
-    bf16: bool = False
+    bf16: bool | None = None
     # evaluation and outputs
     k: list = field(default_factory=lambda: [10, 20])
-    exclude_seen: bool = True
+    exclude_seen: bool | None = None  # None: True, except for the session protocol (False, as GRU4Rec papers)
     tie_policy: str = "expected"
     protocol: str = "full"
     sampling: str = "uniform"
@@ -71,8 +89,17 @@ class RunConfig:
     rec_k: int = 10
     progress: bool = True
 
-    CHOICES = {"core": CORES, "split": SPLITS, "model": tuple(MODELS), "loss": LOSSES, "device": DEVICES,
-               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS}
+    CHOICES = {"core": CORES, "split": SPLITS, "model": tuple(MODELS), "loss": ALL_LOSSES, "device": DEVICES,
+               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS, "head": HEADS,
+               "batching": BATCHINGS, "optimizer": OPTIMIZERS}
+    # the type of each option whose default is None
+    TYPES = {"valid_users": int, "days": float, "loss": str, "max_len": int, "dim": int, "n_heads": int,
+             "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "mask_prob": float,
+             "last_mask_prob": float, "dropout": float, "attn_dropout": float, "dropout_embed": float,
+             "dropout_hidden": float, "n_negatives": int, "sample_alpha": float, "logq": float, "bpreg": float,
+             "elu": float, "batching": str, "optimizer": str, "lr": float, "momentum": float, "batch_size": int,
+             "bucketing": bool, "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool,
+             "sep": str, "recommendations": str}
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -89,13 +116,18 @@ class RunConfig:
 
     def check(self) -> None:
         for name, valid in self.CHOICES.items():
-            choose(name.replace("_", " "), getattr(self, name).split(":")[0] if name == "device"
-                   else getattr(self, name), valid)
+            value = getattr(self, name)
+            if value is not None:
+                choose(name.replace("_", " "), value.split(":")[0] if name == "device" else value, valid)
         if not self.data:
             raise ConfigError("no data: give --data PATH (or 'data' in the config file)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def filter_seen(self) -> bool:
+        return self.split != "session" if self.exclude_seen is None else self.exclude_seen
 
 
 def read_and_split(config: RunConfig) -> Split:
@@ -105,13 +137,28 @@ def read_and_split(config: RunConfig) -> Split:
     log.info("%s: %d events, %d users, %d items", log_.source, log_.n_events, log_.n_users, log_.n_items)
     if config.split == "loo":
         return leave_one_out(log_, config.valid_users, config.seed)
+    if config.split == "session":
+        return session_split(log_, config.test_fraction, config.days)
     return temporal_split(log_, config.quantile, config.valid_users, config.seed)
 
 
+MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "mask_prob",
+                 "last_mask_prob", "dropout", "attn_dropout", "dropout_embed", "dropout_hidden", "n_negatives",
+                 "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer", "lr", "momentum", "batch_size",
+                 "bucketing", "epochs", "patience", "seed", "device", "bf16", "progress")
+
+
 def build_model(config: RunConfig) -> SequentialRecommender:
+    """The configured model; options left at None take the model's own defaults. An option set for a
+    model that has no such parameter is an error (it would otherwise be silently ignored)."""
     cls = MODELS[config.model]
-    params = {name: getattr(config, name) for name in cls().get_params()}
-    return cls(**params)
+    accepted = set(cls().get_params())
+    given = {name: getattr(config, name) for name in MODEL_OPTIONS if getattr(config, name) is not None}
+    unused = sorted(set(given) - accepted)
+    if unused:
+        raise ConfigError(f"option(s) {unused} do not apply to model '{config.model}'; its options: "
+                          f"{sorted(accepted - {'progress'})}")
+    return cls(**given)
 
 
 def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
@@ -136,7 +183,7 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
                           "wall_seconds": model.train_result_.history[-1].elapsed}
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if config.recommendations:
-        write_recommendations(model, "all", config.rec_k, config.exclude_seen, config.recommendations)
+        write_recommendations(model, "all", config.rec_k, config.filter_seen, config.recommendations)
     return model, result
 
 
@@ -153,7 +200,7 @@ def evaluate_run(run_dir, config: RunConfig | None = None, model: SequentialReco
         raise DataError(f"{run_dir}: no split.npz; this run directory holds no test split to evaluate")
     with np.load(split_file, allow_pickle=False) as data:
         test = EvalSet(model.histories_, data["test_users"], data["test_cuts"], "test")
-    return evaluate(model, test, k=config.k, protocol=config.protocol, exclude_seen=config.exclude_seen,
+    return evaluate(model, test, k=config.k, protocol=config.protocol, exclude_seen=config.filter_seen,
                     tie_policy=config.tie_policy, n_negatives=config.eval_negatives, sampling=config.sampling,
                     seed=config.seed, split=saved.get("split"))
 

@@ -68,7 +68,7 @@ def test_unknown_option_and_bad_value_list_valid_ones(capsys):
     err = capsys.readouterr().err
     assert "unknown option(s) ['--colour', 'red']" in err and "--loss" in err and "--max-len" in err
     assert main(["train", "--data", "x.csv", "--out", "r", "--loss", "mse"]) == 2
-    assert "invalid choice: 'mse' (choose from 'ce', 'bce', 'sampled_ce')" in capsys.readouterr().err
+    assert "invalid choice: 'mse' (choose from 'ce', 'bce', 'sampled_ce', 'bpr_max', 'top1_max')" in capsys.readouterr().err
 
 
 def test_config_file_with_flags_winning(tmp_path, capsys):
@@ -93,3 +93,35 @@ def test_bad_data_is_a_clean_error(tmp_path, capsys):
     assert err.startswith("seqrec: error:") and str(data) in err and "'timestamp'" in err
     assert "Traceback" not in err
     assert main(["evaluate", str(tmp_path / "nowhere"), "--json"]) == 2
+
+
+@pytest.mark.parametrize("model, extra", [("bert4rec", ["--mask-prob", "0.4", "--head", "dot"]),
+                                          ("gru4rec", ["--n-negatives", "8", "--batch-size", "16"]),
+                                          ("gru4rec+", ["--n-negatives", "8"])])
+def test_train_each_model_on_the_session_protocol(tmp_path, model, extra, capsys):
+    data = tmp_path / "sessions.csv"
+    cyclic_frame(n_users=80, length=8, min_length=2).to_csv(data, index=False)
+    out = tmp_path / model
+    code = main(["train", "--data", str(data), "--model", model, "--split", "session", "--test-fraction", "0.2",
+                 "--out", str(out), "--max-len", "10", "--dim", "16", "--epochs", "2", "--no-progress", *extra])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == model and config["split"]["kind"] == "session"
+    assert config["params"]["dim"] == 16  # set
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"]["seen_filtering"] is False  # the session protocol ranks every item
+    assert {"HR@20", "MRR@20"} <= set(metrics["metrics"])
+    assert main(["recommend", str(out), "--history", "3,4", "--k", "3", "--json"]) == 0
+
+
+def test_model_defaults_apply_and_foreign_options_are_refused(tmp_path, capsys):
+    from seqrec.runs import RunConfig, build_model
+
+    gru = build_model(RunConfig(data="x", model="gru4rec"))
+    assert gru.lr == 0.05 and gru.optimizer == "adagrad_m"  # GRU4Rec's own defaults, not SASRec's
+    assert build_model(RunConfig(data="x", model="sasrec")).lr == 1e-3
+    data = tmp_path / "log.csv"
+    cyclic_frame(n_users=10).to_csv(data, index=False)
+    code = main(["train", "--data", str(data), "--model", "sasrec", "--mask-prob", "0.5", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "['mask_prob'] do not apply to model 'sasrec'" in capsys.readouterr().err
