@@ -26,7 +26,7 @@ from seqrec.data.splits import EvalSet
 from seqrec.data.vocab import Vocab
 from seqrec.errors import ConfigError, DataError, NotFittedError, choose
 from seqrec.ids import FIRST_ITEM, PAD, mask_id
-from seqrec.nn.bert4rec import HEADS, BERT4RecNet
+from seqrec.nn.bert4rec import HEADS, NORMS, BERT4RecNet
 from seqrec.nn.gru4rec import GRU4RecNet
 from seqrec.nn.sasrec import SASRecNet
 from seqrec.optim import OPTIMIZERS, make_optimizer
@@ -372,12 +372,12 @@ class BERT4Rec(SequentialRecommender):
     name = "bert4rec"
 
     def __init__(self, loss: str = "ce", max_len: int = 50, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
-                 dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper",
+                 dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper", norm: str = "post",
                  mask_prob: float = 0.2, last_mask_prob: float = 0.0, n_negatives: int = 256, lr: float = 1e-3,
                  batch_size: int = 128, bucketing: bool = False, epochs: int = 400, patience: int = 20,
                  seed: int = 0, device: str = "cpu", bf16: bool = False, progress: bool = True):
         self.loss, self.max_len, self.dim, self.n_heads, self.n_blocks = loss, max_len, dim, n_heads, n_blocks
-        self.dropout, self.attn_dropout, self.head = dropout, attn_dropout, head
+        self.dropout, self.attn_dropout, self.head, self.norm = dropout, attn_dropout, head, norm
         self.mask_prob, self.last_mask_prob, self.n_negatives = mask_prob, last_mask_prob, n_negatives
         self.lr, self.batch_size, self.bucketing = lr, batch_size, bucketing
         self.epochs, self.patience, self.seed, self.device = epochs, patience, seed, device
@@ -386,12 +386,13 @@ class BERT4Rec(SequentialRecommender):
     def _build_net(self, n_items: int) -> BERT4RecNet:
         losses.check_loss(self.loss)
         choose("head", self.head, HEADS)
+        choose("norm", self.norm, NORMS)
         if not 0.0 < self.mask_prob <= 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
         if not 0.0 <= self.last_mask_prob <= 1.0:
             raise ConfigError(f"last_mask_prob must be in [0, 1], got {self.last_mask_prob}")
         return BERT4RecNet(n_items, self.max_len, self.dim, self.n_heads, self.n_blocks, self.dropout,
-                           self.attn_dropout, self.head)
+                           self.attn_dropout, self.head, self.norm)
 
     _autocast = SASRec._autocast
 

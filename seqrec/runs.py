@@ -20,7 +20,7 @@ from seqrec.evaluate import PROTOCOLS, SAMPLINGS, evaluate
 from seqrec.losses import ALL_LOSSES
 from seqrec.metrics import TIE_POLICIES
 from seqrec.models import BATCHINGS, DEVICES, MODELS, SequentialRecommender, load
-from seqrec.nn.bert4rec import HEADS
+from seqrec.nn.bert4rec import HEADS, NORMS
 from seqrec.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RunConfig:
     n_layers: int | None = None
     embedding: int | None = None
     head: str | None = None
+    norm: str | None = None
     mask_prob: float | None = None
     last_mask_prob: float | None = None
     dropout: float | None = None
@@ -90,11 +91,11 @@ class RunConfig:
     progress: bool = True
 
     CHOICES = {"core": CORES, "split": SPLITS, "model": tuple(MODELS), "loss": ALL_LOSSES, "device": DEVICES,
-               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS, "head": HEADS,
+               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS, "head": HEADS, "norm": NORMS,
                "batching": BATCHINGS, "optimizer": OPTIMIZERS}
     # the type of each option whose default is None
     TYPES = {"valid_users": int, "days": float, "loss": str, "max_len": int, "dim": int, "n_heads": int,
-             "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "mask_prob": float,
+             "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "norm": str, "mask_prob": float,
              "last_mask_prob": float, "dropout": float, "attn_dropout": float, "dropout_embed": float,
              "dropout_hidden": float, "n_negatives": int, "sample_alpha": float, "logq": float, "bpreg": float,
              "elu": float, "batching": str, "optimizer": str, "lr": float, "momentum": float, "batch_size": int,
@@ -142,7 +143,7 @@ def read_and_split(config: RunConfig) -> Split:
     return temporal_split(log_, config.quantile, config.valid_users, config.seed)
 
 
-MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "mask_prob",
+MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm", "mask_prob",
                  "last_mask_prob", "dropout", "attn_dropout", "dropout_embed", "dropout_hidden", "n_negatives",
                  "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer", "lr", "momentum", "batch_size",
                  "bucketing", "epochs", "patience", "seed", "device", "bf16", "progress")

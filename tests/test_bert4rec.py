@@ -37,19 +37,21 @@ def test_shapes_and_scores_cover_real_items_only(head):
     assert torch.allclose(scores, expected, atol=1e-5)
 
 
-def test_bidirectional_a_later_item_changes_earlier_outputs_unlike_sasrec():
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_bidirectional_a_later_item_changes_earlier_outputs_unlike_sasrec(norm):
     x = torch.randint(1, N_ITEMS + 1, (3, 8))
     y = x.clone()
     y[:, 6] = (x[:, 6] % N_ITEMS) + 1
-    bert = net()
+    bert = net(norm=norm)
     assert not torch.allclose(bert(x)[:, :6], bert(y)[:, :6])
     torch.manual_seed(0)
     sasrec = SASRecNet(N_ITEMS, 8, 16, 2, 2, 0.3).eval()
     assert torch.allclose(sasrec(x)[:, :6], sasrec(y)[:, :6], atol=1e-6)
 
 
-def test_outputs_do_not_depend_on_left_padding():
-    model = net()
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_outputs_do_not_depend_on_left_padding(norm):
+    model = net(norm=norm)
     x = torch.tensor([[4, 5, 6]])
     padded = torch.tensor([[PAD, PAD, PAD, 4, 5, 6]])
     assert torch.allclose(model(x), model(padded)[:, 3:], atol=1e-5)
@@ -90,7 +92,7 @@ def test_bad_options_are_refused():
     from conftest import cyclic_frame
 
     for bad, match in ((dict(mask_prob=0.0), "mask_prob"), (dict(last_mask_prob=1.5), "last_mask_prob"),
-                       (dict(head="mlp"), "head")):
+                       (dict(head="mlp"), "head"), (dict(norm="mid"), "norm")):
         with pytest.raises(ConfigError, match=match):
             tiny_bert4rec(**bad).fit(cyclic_frame(n_users=8))
     assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.history[0].loss)

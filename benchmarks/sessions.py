@@ -1,0 +1,154 @@
+"""Session-based benchmark (GRU4Rec protocol): train on earlier sessions, predict every next event of the
+last sessions; Recall@20 and MRR@20 over the full catalogue, no seen filtering; throughput in events/s and
+where a training step's time goes. Writes benchmarks/results/<name>.json.
+
+    .venv/bin/python benchmarks/sessions.py diginetica-gru4rec [--epochs 10] [--set dim=512 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import seqrec  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets"
+
+CONFIGS = {
+    # the official code's defaults (one layer of 100, CE, batch 64, 2048 negatives, alpha 0.5, Adagrad)
+    "diginetica-gru4rec": {"model": "gru4rec", "data": "diginetica-sessions-dynamicrec", "params": {}},
+    # GRU4Rec+ preset: the official tuned Diginetica BPR-max parameters except dim (512 there)
+    "diginetica-gru4rec-plus": {"model": "gru4rec+", "data": "diginetica-sessions-dynamicrec", "params": {}},
+    # the official tuned Diginetica parameters in full (dim 512)
+    "diginetica-gru4rec-plus-512": {"model": "gru4rec+", "data": "diginetica-sessions-dynamicrec",
+                                    "params": {"dim": 512}},
+    "diginetica-sasrec": {"model": "sasrec", "data": "diginetica-sessions-dynamicrec",
+                          "params": {"loss": "ce", "max_len": 50, "n_heads": 2, "attn_dropout": 0.0,
+                                     "bucketing": True}},
+}
+REFERENCE = {"official GRU4Rec on an A30 GPU (Hidasi & Czapp, RecSys 2023)": {"events_per_s": "80k-200k"}}
+
+
+def step_profile(model, train, n_steps: int = 200) -> dict:
+    """Seconds per step spent in each phase, over ``n_steps`` training steps after 20 warm-up steps."""
+    gen = torch.Generator().manual_seed(0)
+    model.vocab_ = train.vocab
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model.net_ = model._build_net(train.n_items)
+        batches, _, step_loss = model._training(train, gen)
+        optimizer = model._make_optimizer() or torch.optim.Adam(model.net_.parameters(), lr=model.lr)
+        model.net_.train()
+        phases = dict(batching=0.0, forward_and_loss=0.0, backward=0.0, optimizer=0.0)
+        events, clock = 0, time.perf_counter
+        iterator = batches(gen)
+        for i in range(20 + n_steps):
+            t0 = clock()
+            n, batch = next(iterator)
+            t1 = clock()
+            loss = step_loss(batch)
+            t2 = clock()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            t3 = clock()
+            optimizer.step()
+            t4 = clock()
+            if i >= 20:
+                for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    phases[name] += dt
+                events += n
+    total = sum(phases.values())
+    return {"steps": n_steps, "ms_per_step": round(1000 * total / n_steps, 2),
+            "events_per_s": round(events / total, 1),
+            "share": {k: round(v / total, 3) for k, v in phases.items()}}
+
+
+def run(name: str, args) -> dict:
+    spec = CONFIGS[name]
+    log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
+    split = seqrec.session_split(log, test_fraction=args.test_fraction)
+    train, valid, test = split
+    cls = seqrec.models.MODELS[spec["model"]]
+    params = dict(spec["params"], seed=args.seed, device=args.device, progress=not args.quiet)
+    if args.epochs is not None:
+        params["epochs"] = args.epochs
+    if args.patience is not None:
+        params["patience"] = args.patience
+    for item in args.set:
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    profile = step_profile(cls(**params), train) if spec["model"].startswith("gru4rec") else None
+    model = cls(**params)
+    valid_rows = valid.subset(torch.randperm(len(valid), generator=torch.Generator().manual_seed(0))
+                              [:args.valid_events].sort().values.numpy()) if args.valid_events else valid
+    model.fit(train, valid=valid_rows)
+    history = model.train_result_.history
+    best = model.train_result_.best_epoch
+    tick = time.perf_counter()
+    result = seqrec.evaluate(model, test, k=(20,), exclude_seen=False, split=split.card())
+    eval_seconds = time.perf_counter() - tick
+    n_events = int(train.lengths[train.lengths >= 2].sum() - (train.lengths >= 2).sum())  # (input, target) pairs
+    return {
+        "name": name, "command": " ".join(sys.argv),
+        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(), "device": args.device},
+        "dataset": log.summary(), "split": split.card(), "params": model.get_params(),
+        "train": {
+            "epochs_run": len(history), "best_epoch": best,
+            "seconds_per_epoch_median": round(statistics.median(r.seconds for r in history), 2),
+            "training_pairs_per_epoch": n_events,
+            "events_per_s": round(n_events / statistics.median(r.seconds for r in history), 1),
+            "time_to_best_epoch_s": round(history[best - 1].elapsed, 1),
+            "total_wall_s": round(history[-1].elapsed, 1),
+            "valid_events": len(valid_rows),
+        },
+        "step_profile": profile,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "test": {"Recall@20": result["metrics"]["HR@20"], "MRR@20": result["metrics"]["MRR@20"],
+                 "NDCG@20": result["metrics"]["NDCG@20"]},
+        "eval_seconds": round(eval_seconds, 2), "protocol": result["protocol"], "reference": REFERENCE,
+        "history": [{"epoch": r.epoch, "loss": round(r.loss, 4), "seconds": round(r.seconds, 2),
+                     "elapsed": round(r.elapsed, 1), **{k: round(v, 4) for k, v in r.valid.items()}}
+                    for r in history],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--valid-events", type=int, default=10000, help="validation rows used for early stopping")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name in args.configs:
+        result = run(name, args)
+        path = args.out_dir / f"{name}{args.tag}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({"name": name, "file": str(path), "train": result["train"], "test": result["test"],
+                          "step_profile": result["step_profile"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
