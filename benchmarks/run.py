@@ -150,6 +150,7 @@ def run(name: str, args) -> dict:
     median_epoch = statistics.median(epoch_seconds)
     result = {
         "name": name,
+        "model": model.name,
         "command": " ".join(sys.argv),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch_threads": torch.get_num_threads(), "device": args.device},

@@ -1,4 +1,4 @@
-"""Render benchmarks/results/*.json as the Markdown table used in the README.
+"""Render benchmarks/results/*.json as the Markdown tables used in the README.
 
     .venv/bin/python benchmarks/table.py
 """
@@ -6,31 +6,73 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main() -> None:
-    rows = ["| run | loss, dropout / attention dropout | epochs (best) | s/epoch | GFLOP/s (of ceiling) | time to best | test HR@10 | test NDCG@10 "
-            "| NDCG@10, no seen filter | published / peers |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+def _setting(p: dict) -> str:
+    """Loss and the options that set a run apart, in a few words."""
+    parts = [p["loss"]]
+    for name in ("bf16", "bucketing"):
+        if p.get(name):
+            parts.append("bucketed" if name == "bucketing" else name)
+    for name in ("head", "norm", "mask_prob", "last_mask_prob", "batching", "n_negatives", "optimizer"):
+        if name == "n_negatives" and p["loss"] in ("ce", "bce") and "batching" not in p:
+            continue  # not used by these losses
+        if name in p and p[name] not in (None, 0.0):
+            parts.append(f"{name} {p[name]}")
+    if "attn_dropout" in p:
+        attn = p["dropout"] if p["attn_dropout"] is None else p["attn_dropout"]
+        parts.append(f"dropout {p['dropout']} / {attn}")
+    return ", ".join(parts)
+
+
+def leave_one_out_table() -> list[str]:
+    rows = ["| run | model | setting | epochs (best) | s/epoch | GFLOP/s (of ceiling) | time to best | test HR@10 "
+            "| test NDCG@10 | NDCG@10, no seen filter | published / peers |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("*.json")):
         r = json.loads(path.read_text())
-        if "train" not in r:
+        if "test_seen_filtered" not in r:
             continue
         t, p = r["train"], r["params"]
+        model = r.get("model") or ("gru4rec" if "batching" in p else "bert4rec" if "mask_prob" in p else "sasrec")
         ref = "; ".join(f"{name} {v.get('NDCG@10', v.get('test_NDCG@10_seen_filtered', ''))}".strip()
                         for name, v in {**r.get("published", {}), **r.get("peers_on_this_machine", {})}.items()
                         if v.get("NDCG@10") or v.get("test_NDCG@10_seen_filtered"))
-        rows.append(
-            f"| {path.stem} | {p['loss']}{' bf16' if p.get('bf16') else ''}{' bucketed' if p.get('bucketing') else ''}, "
-            f"{p['dropout']} / "
-            f"{p['dropout'] if p['attn_dropout'] is None else p['attn_dropout']} | {t['epochs_run']} ({t['best_epoch']}) "
-            f"| {t['seconds_per_epoch_median']} | {t['achieved_gflops']} ({t['fraction_of_ceiling']:.0%}) "
-            f"| {t['time_to_best_epoch_s']:.0f} s | {r['test_seen_filtered']['HR@10']:.4f} "
-            f"| {r['test_seen_filtered']['NDCG@10']:.4f} | {r['test_unfiltered']['NDCG@10']:.4f} | {ref} |")
-    print("\n".join(rows))
+        gflops = t.get("achieved_gflops")
+        speed = "–" if gflops is None or math.isnan(gflops) else f"{gflops} ({t['fraction_of_ceiling']:.0%})"
+        rows.append(f"| {path.stem} | {model} | {_setting(p)} | {t['epochs_run']} ({t['best_epoch']}) "
+                    f"| {t['seconds_per_epoch_median']} | {speed} | {t['time_to_best_epoch_s']:.0f} s "
+                    f"| {r['test_seen_filtered']['HR@10']:.4f} | {r['test_seen_filtered']['NDCG@10']:.4f} "
+                    f"| {r['test_unfiltered']['NDCG@10']:.4f} | {ref} |")
+    return rows
+
+
+def session_table() -> list[str]:
+    rows = ["| run | setting | epochs (best) | s/epoch | events/s (training) | step: forward+loss / backward / optimiser "
+            "| time to best | Recall@20 | MRR@20 |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("split", {}).get("kind") != "session":
+            continue
+        t, p, prof = r["train"], r["params"], r.get("step_profile") or {}
+        share = prof.get("share", {})
+        split = " / ".join(f"{share.get(k, 0):.0%}" for k in ("forward_and_loss", "backward", "optimizer")) \
+            if share else "–"
+        setting = _setting(p) + (f", dim {p['dim']}, batch {p['batch_size']}" if "dim" in p else "")
+        rows.append(f"| {path.stem} | {setting} | {t['epochs_run']} ({t['best_epoch']}) "
+                    f"| {t['seconds_per_epoch_median']} | {t['events_per_s']:.0f} | {split} "
+                    f"| {t['time_to_best_epoch_s']:.0f} s | {r['test']['Recall@20']:.4f} | {r['test']['MRR@20']:.4f} |")
+    return rows
+
+
+def main() -> None:
+    print("\n".join(leave_one_out_table()))
+    print()
+    print("\n".join(session_table()))
 
 
 if __name__ == "__main__":
