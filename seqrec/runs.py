@@ -57,6 +57,7 @@ class RunConfig:
     head: str | None = None
     norm: str | None = None
     mask_prob: float | None = None
+    mask_token_share: float | None = None
     last_mask_prob: float | None = None
     dropout: float | None = None
     attn_dropout: float | None = None
@@ -91,12 +92,12 @@ class RunConfig:
     progress: bool = True
 
     CHOICES = {"core": CORES, "split": SPLITS, "model": tuple(MODELS), "loss": ALL_LOSSES, "device": DEVICES,
-               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS, "head": HEADS, "norm": NORMS,
-               "batching": BATCHINGS, "optimizer": OPTIMIZERS}
+               "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS, "head": HEADS,
+               "norm": NORMS, "batching": BATCHINGS, "optimizer": OPTIMIZERS}
     # the type of each option whose default is None
     TYPES = {"valid_users": int, "days": float, "loss": str, "max_len": int, "dim": int, "n_heads": int,
              "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "norm": str, "mask_prob": float,
-             "last_mask_prob": float, "dropout": float, "attn_dropout": float, "dropout_embed": float,
+             "mask_token_share": float, "last_mask_prob": float, "dropout": float, "attn_dropout": float, "dropout_embed": float,
              "dropout_hidden": float, "n_negatives": int, "sample_alpha": float, "logq": float, "bpreg": float,
              "elu": float, "batching": str, "optimizer": str, "lr": float, "momentum": float, "batch_size": int,
              "bucketing": bool, "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool,
@@ -143,9 +144,9 @@ def read_and_split(config: RunConfig) -> Split:
     return temporal_split(log_, config.quantile, config.valid_users, config.seed)
 
 
-MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm", "mask_prob",
-                 "last_mask_prob", "dropout", "attn_dropout", "dropout_embed", "dropout_hidden", "n_negatives",
-                 "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer", "lr", "momentum", "batch_size",
+MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm",
+                 "mask_prob", "mask_token_share", "last_mask_prob", "dropout", "attn_dropout", "dropout_embed",
+                 "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer", "lr", "momentum", "batch_size",
                  "bucketing", "epochs", "patience", "seed", "device", "bf16", "progress")
 
 

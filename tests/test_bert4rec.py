@@ -96,3 +96,19 @@ def test_bad_options_are_refused():
         with pytest.raises(ConfigError, match=match):
             tiny_bert4rec(**bad).fit(cyclic_frame(n_users=8))
     assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.history[0].loss)
+
+
+def test_bert_style_corruption_keeps_targets_and_splits_80_10_10():
+    model = tiny_bert4rec(mask_token_share=0.8)
+    window = torch.arange(1, 11).repeat(5000, 1)
+    chosen = torch.ones_like(window, dtype=torch.bool)
+    chosen[:, 0] = False
+    inputs = model.corrupt(window, chosen, N_ITEMS, torch.Generator().manual_seed(0))
+    assert torch.equal(inputs[:, 0], window[:, 0])  # not chosen: untouched
+    masked = (inputs[:, 1:] == mask_id(N_ITEMS)).float().mean().item()
+    same = (inputs[:, 1:] == window[:, 1:]).float().mean().item()
+    assert masked == pytest.approx(0.8, abs=0.01)
+    assert same == pytest.approx(0.1 + 0.1 / N_ITEMS, abs=0.01)  # kept, or replaced by itself at random
+    assert ((inputs >= 1) & (inputs <= N_ITEMS + 1)).all()
+    reference = tiny_bert4rec().corrupt(window, chosen, N_ITEMS, torch.Generator().manual_seed(0))
+    assert (reference[:, 1:] == mask_id(N_ITEMS)).all()  # the reference's mask_prob=1.0: always [mask]

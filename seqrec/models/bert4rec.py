@@ -27,6 +27,9 @@ class BERT4Rec(SequentialRecommender):
     positions only: ``ce`` (full softmax over the catalogue, the paper's), ``sampled_ce`` (``n_negatives``
     uniform negatives shared by a window's positions) or ``bce`` (one uniform negative per position).
     The paper's ρ: 0.2 for MovieLens-1M, 0.4 for Steam, 0.6 for Beauty (``mask_prob`` defaults to 0.2).
+    ``mask_token_share`` (default 1.0, the reference's): the share of chosen positions whose input becomes
+    ``[mask]``; the others are split evenly between a random item and the unchanged item (BERT's 80/10/10
+    is ``mask_token_share=0.8``, as RecTools' BERT4Rec). All chosen positions are targets either way.
     ``last_mask_prob``: the fraction of windows in which *only the last item* is masked instead, which
     trains exactly the inference task (appended ``[mask]``); later reproductions use it to close the
     train/inference gap (the reference's data generator adds such windows too). Default 0.
@@ -48,12 +51,14 @@ class BERT4Rec(SequentialRecommender):
 
     def __init__(self, loss: str = "ce", max_len: int = 50, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper", norm: str = "post",
-                 mask_prob: float = 0.2, last_mask_prob: float = 0.0, n_negatives: int = 256, lr: float = 1e-3,
+                 mask_prob: float = 0.2, mask_token_share: float = 1.0, last_mask_prob: float = 0.0,
+                 n_negatives: int = 256, lr: float = 1e-3,
                  batch_size: int = 128, bucketing: bool = False, epochs: int = 400, patience: int = 20,
                  seed: int = 0, device: str = "cpu", bf16: bool = False, progress: bool = True):
         self.loss, self.max_len, self.dim, self.n_heads, self.n_blocks = loss, max_len, dim, n_heads, n_blocks
         self.dropout, self.attn_dropout, self.head, self.norm = dropout, attn_dropout, head, norm
-        self.mask_prob, self.last_mask_prob, self.n_negatives = mask_prob, last_mask_prob, n_negatives
+        self.mask_prob, self.mask_token_share, self.last_mask_prob = mask_prob, mask_token_share, last_mask_prob
+        self.n_negatives = n_negatives
         self.lr, self.batch_size, self.bucketing = lr, batch_size, bucketing
         self.epochs, self.patience, self.seed, self.device = epochs, patience, seed, device
         self.bf16, self.progress = bf16, progress
@@ -64,6 +69,8 @@ class BERT4Rec(SequentialRecommender):
         choose("norm", self.norm, NORMS)
         if not 0.0 < self.mask_prob <= 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
+        if not 0.0 <= self.mask_token_share <= 1.0:
+            raise ConfigError(f"mask_token_share must be in [0, 1], got {self.mask_token_share}")
         if not 0.0 <= self.last_mask_prob <= 1.0:
             raise ConfigError(f"last_mask_prob must be in [0, 1], got {self.last_mask_prob}")
         return BERT4RecNet(n_items, self.max_len, self.dim, self.n_heads, self.n_blocks, self.dropout,
@@ -91,6 +98,19 @@ class BERT4Rec(SequentialRecommender):
             chosen[last, -1] = True  # left padding: the last column is always a real item
         return chosen
 
+    def corrupt(self, window: torch.Tensor, chosen: torch.Tensor, n_items: int,
+                generator: torch.Generator) -> torch.Tensor:
+        """The training input: chosen positions become ``[mask]`` (or, beyond ``mask_token_share``, a random
+        item or themselves, half and half)."""
+        inputs = window.masked_fill(chosen, mask_id(n_items))
+        if self.mask_token_share < 1.0:
+            u = torch.rand(window.shape, generator=generator)
+            keep = chosen & (u >= self.mask_token_share + (1 - self.mask_token_share) / 2)
+            random = chosen & (u >= self.mask_token_share) & ~keep
+            inputs[keep] = window[keep]
+            inputs[random] = torch.randint(FIRST_ITEM, FIRST_ITEM + n_items, (int(random.sum()),), generator=generator)
+        return inputs
+
     def _training(self, train: Interactions, generator: torch.Generator):
         lengths = train.lengths
         users = np.flatnonzero(lengths >= 1)
@@ -101,14 +121,14 @@ class BERT4Rec(SequentialRecommender):
         real = torch.from_numpy(np.minimum(lengths[users], self.max_len))
         batches, n_batches = self._window_batches(all_windows, real)
         net, n_items = self.net_, train.n_items
-        dtype, mask_token = torch.bfloat16 if self.bf16 else torch.float32, mask_id(n_items)
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
         expected = torch.clamp(torch.round(real * self.mask_prob), min=1)
         expected = (1 - self.last_mask_prob) * expected + self.last_mask_prob
         masked_per_batch = float(expected.sum()) / n_batches
 
         def step_loss(window: torch.Tensor) -> torch.Tensor:
             chosen = self.mask(window, generator)
-            inputs = window.masked_fill(chosen, mask_token).to(self.device)
+            inputs = self.corrupt(window, chosen, n_items, generator).to(self.device)
             with self._autocast():
                 hidden = net(inputs)
             chosen = chosen.to(self.device)
