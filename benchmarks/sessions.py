@@ -93,7 +93,7 @@ def run(name: str, args) -> dict:
     model = cls(**params)
     valid_rows = valid.subset(torch.randperm(len(valid), generator=torch.Generator().manual_seed(0))
                               [:args.valid_events].sort().values.numpy()) if args.valid_events else valid
-    model.fit(train, valid=valid_rows)
+    model.fit(train, valid=valid_rows, exclude_seen=False)  # validated as tested: seen items stay in
     history = model.train_result_.history
     best = model.train_result_.best_epoch
     tick = time.perf_counter()

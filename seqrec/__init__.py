@@ -16,6 +16,6 @@ from seqrec.evaluate import evaluate
 from seqrec.models import BERT4Rec, GRU4Rec, GRU4RecPlus, SASRec, load
 from seqrec.version import __version__
 
-__all__ = ["read_interactions", "leave_one_out", "temporal_split", "session_split", "Interactions", "EvalSet", "Split", "Vocab",
-           "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "load", "evaluate", "SeqrecError", "DataError", "ConfigError", "NotFittedError",
-           "__version__"]
+__all__ = ["read_interactions", "leave_one_out", "temporal_split", "session_split", "Interactions", "EvalSet",
+           "Split", "Vocab", "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "load", "evaluate", "SeqrecError",
+           "DataError", "ConfigError", "NotFittedError", "__version__"]

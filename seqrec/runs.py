@@ -97,11 +97,11 @@ class RunConfig:
     # the type of each option whose default is None
     TYPES = {"valid_users": int, "days": float, "loss": str, "max_len": int, "dim": int, "n_heads": int,
              "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "norm": str, "mask_prob": float,
-             "mask_token_share": float, "last_mask_prob": float, "dropout": float, "attn_dropout": float, "dropout_embed": float,
-             "dropout_hidden": float, "n_negatives": int, "sample_alpha": float, "logq": float, "bpreg": float,
-             "elu": float, "batching": str, "optimizer": str, "lr": float, "momentum": float, "batch_size": int,
-             "bucketing": bool, "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool,
-             "sep": str, "recommendations": str}
+             "mask_token_share": float, "last_mask_prob": float, "dropout": float, "attn_dropout": float,
+             "dropout_embed": float, "dropout_hidden": float, "n_negatives": int, "sample_alpha": float,
+             "logq": float, "bpreg": float, "elu": float, "batching": str, "optimizer": str, "lr": float,
+             "momentum": float, "batch_size": int, "bucketing": bool, "epochs": int, "patience": int,
+             "bf16": bool, "exclude_seen": bool, "sep": str, "recommendations": str}
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -146,8 +146,9 @@ def read_and_split(config: RunConfig) -> Split:
 
 MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm",
                  "mask_prob", "mask_token_share", "last_mask_prob", "dropout", "attn_dropout", "dropout_embed",
-                 "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer", "lr", "momentum", "batch_size",
-                 "bucketing", "epochs", "patience", "seed", "device", "bf16", "progress")
+                 "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer",
+                 "lr", "momentum", "batch_size", "bucketing", "epochs", "patience", "seed", "device", "bf16",
+                 "progress")
 
 
 def build_model(config: RunConfig) -> SequentialRecommender:
@@ -169,7 +170,7 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
     if not config.out:
         raise ConfigError("no run directory: give --out RUN_DIR")
     split = read_and_split(config)
-    model = build_model(config).fit(split.train, valid=split.valid)
+    model = build_model(config).fit(split.train, valid=split.valid, exclude_seen=config.filter_seen)
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     out = model.save(config.out)
     np.savez(out / "split.npz", train_lengths=split.train_lengths, valid_users=split.valid.users,
@@ -216,7 +217,8 @@ def write_recommendations(model: SequentialRecommender, users, k: int, exclude_s
     elif path.suffix.lower() in {".csv", ".gz"} or path.name.endswith(".csv.gz"):
         frame.to_csv(path, index=False)
     else:
-        raise ConfigError(f"unknown output type {path.suffix!r} for {path}; choose from ['.csv', '.csv.gz', '.parquet']")
+        raise ConfigError(f"unknown output type {path.suffix!r} for {path}; "
+                          "choose from ['.csv', '.csv.gz', '.parquet']")
     log.info("wrote %d recommendations for %d users to %s", len(frame), frame["user_id"].nunique(), path)
     return path
 

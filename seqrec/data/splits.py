@@ -144,7 +144,8 @@ def session_split(log: Interactions, test_fraction: float = 0.1, days: float | N
     if n_test < 1 or len(order) - n_test - n_valid < 1:
         raise DataError(f"{log.source}: session split leaves {n_test} test and "
                         f"{len(order) - n_test - n_valid} training sessions; both must be positive")
-    test_sessions, valid_sessions = order[len(order) - n_test:], order[len(order) - n_test - n_valid:len(order) - n_test]
+    n_train = len(order) - n_test - n_valid
+    test_sessions, valid_sessions = order[n_train + n_valid:], order[n_train:n_train + n_valid]
     role = np.zeros(log.n_users, dtype=np.int8)  # 0 train, 1 valid, 2 test
     role[valid_sessions], role[test_sessions] = 1, 2
     event_role = np.repeat(role, n)

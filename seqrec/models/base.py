@@ -47,8 +47,9 @@ class SequentialRecommender:
         return {"name": self.name, **{k: v for k, v in self.get_params().items() if k != "progress"}}
 
     # ---- fitting -------------------------------------------------------------------------------
-    def fit(self, train, valid: EvalSet | None = None) -> "SequentialRecommender":
-        """Train on ``train`` (Interactions, DataFrame or path); early-stop on ``valid`` if given."""
+    def fit(self, train, valid: EvalSet | None = None, exclude_seen: bool = True) -> "SequentialRecommender":
+        """Train on ``train`` (Interactions, DataFrame or path); early-stop on ``valid`` if given, ranked
+        with (``exclude_seen=True``) or without the history's items, as the test protocol will be."""
         if not isinstance(train, Interactions):
             train = read_interactions(train)
         if valid is not None and valid.log.n_items != train.n_items:
@@ -67,7 +68,8 @@ class SequentialRecommender:
             if valid is not None and len(valid):
                 from seqrec.evaluate import evaluate
 
-                validate = lambda: evaluate(self, valid, k=(10,))["metrics"]  # noqa: E731
+                def validate():
+                    return evaluate(self, valid, k=(10,), exclude_seen=exclude_seen)["metrics"]
             self.train_result_ = train_loop(self.net_, batches, n_batches, step_loss, validate,
                                             epochs=self.epochs, patience=self.patience, lr=self.lr,
                                             generator=generator, progress=self.progress,

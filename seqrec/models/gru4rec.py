@@ -68,7 +68,8 @@ class GRU4Rec(SequentialRecommender):
         self.dropout_embed, self.dropout_hidden = dropout_embed, dropout_hidden
         self.n_negatives, self.sample_alpha, self.logq, self.bpreg, self.elu = \
             n_negatives, sample_alpha, logq, bpreg, elu
-        self.optimizer, self.lr, self.momentum, self.batch_size, self.max_len = optimizer, lr, momentum, batch_size, max_len
+        self.optimizer, self.lr, self.momentum = optimizer, lr, momentum
+        self.batch_size, self.max_len = batch_size, max_len
         self.epochs, self.patience, self.seed, self.device, self.progress = epochs, patience, seed, device, progress
 
     def _build_net(self, n_items: int) -> GRU4RecNet:
