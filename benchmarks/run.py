@@ -170,8 +170,6 @@ def run(name: str, args) -> dict:
             "transformer_gflop_per_epoch": None if flops != flops else round(body_flops / 1e9, 1),
             "output_layer_gflop_per_epoch": None if flops != flops else round(head_flops / 1e9, 1),
             "achieved_gflops": None if flops != flops else round(flops / 1e9 / median_epoch, 1),
-            "events_per_s": round(sum(r.sequences_per_s * r.seconds for r in history)
-                                  / sum(r.seconds for r in history), 1) if model.name == "gru4rec" else None,
             "ceiling_gflops": CEILING_GFLOPS[precision], "precision": precision,
             "fraction_of_ceiling": None if flops != flops else
             round(flops / 1e9 / median_epoch / CEILING_GFLOPS[precision], 3),
