@@ -30,9 +30,9 @@ def _setting(p: dict) -> str:
 
 
 def leave_one_out_table() -> list[str]:
-    rows = ["| run | model | setting | epochs (best) | s/epoch | GFLOP/s (of ceiling) | time to best | test HR@10 "
-            "| test NDCG@10 | NDCG@10, no seen filter | published / peers |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | model | setting | threads | epochs (best) | s/epoch | GFLOP/s (of ceiling) | time to best "
+            "| test HR@10 | test NDCG@10 | NDCG@10, no seen filter | published / peers |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("*.json")):
         r = json.loads(path.read_text())
         if "test_seen_filtered" not in r:
@@ -44,7 +44,8 @@ def leave_one_out_table() -> list[str]:
                         if v.get("NDCG@10") or v.get("test_NDCG@10_seen_filtered"))
         gflops = t.get("achieved_gflops")
         speed = "–" if gflops is None or math.isnan(gflops) else f"{gflops} ({t['fraction_of_ceiling']:.0%})"
-        rows.append(f"| {path.stem} | {model} | {_setting(p)} | {t['epochs_run']} ({t['best_epoch']}) "
+        threads = r.get("machine", {}).get("torch_threads", "")
+        rows.append(f"| {path.stem} | {model} | {_setting(p)} | {threads} | {t['epochs_run']} ({t['best_epoch']}) "
                     f"| {t['seconds_per_epoch_median']} | {speed} | {t['time_to_best_epoch_s']:.0f} s "
                     f"| {r['test_seen_filtered']['HR@10']:.4f} | {r['test_seen_filtered']['NDCG@10']:.4f} "
                     f"| {r['test_unfiltered']['NDCG@10']:.4f} | {ref} |")
@@ -52,8 +53,9 @@ def leave_one_out_table() -> list[str]:
 
 
 def session_table() -> list[str]:
-    rows = ["| run | setting | epochs (best) | s/epoch | events/s (training) | step: forward+loss / backward / optimiser "
-            "| time to best | Recall@20 | MRR@20 |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | setting | threads | epochs (best) | s/epoch | events/s (training) "
+            "| step: forward+loss / backward / optimiser | time to best | Recall@20 | MRR@20 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("*.json")):
         r = json.loads(path.read_text())
         if r.get("split", {}).get("kind") != "session":
@@ -63,7 +65,7 @@ def session_table() -> list[str]:
         split = " / ".join(f"{share.get(k, 0):.0%}" for k in ("forward_and_loss", "backward", "optimizer")) \
             if share else "–"
         setting = _setting(p) + (f", dim {p['dim']}, batch {p['batch_size']}" if "dim" in p else "")
-        rows.append(f"| {path.stem} | {setting} | {t['epochs_run']} ({t['best_epoch']}) "
+        rows.append(f"| {path.stem} | {setting} | {r['machine']['torch_threads']} | {t['epochs_run']} ({t['best_epoch']}) "
                     f"| {t['seconds_per_epoch_median']} | {t['events_per_s']:.0f} | {split} "
                     f"| {t['time_to_best_epoch_s']:.0f} s | {r['test']['Recall@20']:.4f} | {r['test']['MRR@20']:.4f} |")
     return rows
