@@ -166,6 +166,18 @@ class SequentialRecommender:
         return np.concatenate(out_ids), np.concatenate(out_scores)
 
     # ---- training helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _user_windows(train: Interactions, width: int, min_events: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded windows [U, width] of the last ``width`` training items of every user with at least
+        ``min_events`` events, and their non-padding counts [U]."""
+        lengths = train.lengths
+        users = np.flatnonzero(lengths >= min_events)
+        if len(users) == 0:
+            raise DataError(f"{train.source}: no user has {min_events} training event(s); nothing to learn from")
+        starts = train.offsets[users]
+        all_windows = torch.from_numpy(windows(train.items, starts, starts + lengths[users], width))
+        return all_windows, torch.from_numpy(np.minimum(lengths[users], width))
+
     def _window_batches(self, all_windows: torch.Tensor, real: torch.Tensor):
         """``batches(generator)`` over rows of left-padded ``all_windows`` [U, W] (``real`` [U] non-padding
         counts), each batch trimmed to its longest window; and the number of batches per epoch.

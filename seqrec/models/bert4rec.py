@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from seqrec import losses, samplers
 from seqrec.data.interactions import Interactions
-from seqrec.data.sequences import windows
-from seqrec.errors import ConfigError, DataError, choose
+from seqrec.errors import ConfigError, choose
 from seqrec.ids import FIRST_ITEM, PAD, mask_id
 from seqrec.models.base import SequentialRecommender
 from seqrec.models.sasrec import SASRec
@@ -112,13 +110,7 @@ class BERT4Rec(SequentialRecommender):
         return inputs
 
     def _training(self, train: Interactions, generator: torch.Generator):
-        lengths = train.lengths
-        users = np.flatnonzero(lengths >= 1)
-        if len(users) == 0:
-            raise DataError(f"{train.source}: no user has a training event; nothing to learn from")
-        starts = train.offsets[users]
-        all_windows = torch.from_numpy(windows(train.items, starts, starts + lengths[users], self.max_len))
-        real = torch.from_numpy(np.minimum(lengths[users], self.max_len))
+        all_windows, real = self._user_windows(train, self.max_len, min_events=1)
         batches, n_batches = self._window_batches(all_windows, real)
         net, n_items = self.net_, train.n_items
         dtype = torch.bfloat16 if self.bf16 else torch.float32

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from seqrec import losses, samplers
 from seqrec.data.interactions import Interactions
-from seqrec.data.sequences import session_parallel, windows
+from seqrec.data.sequences import session_parallel
 from seqrec.errors import ConfigError, DataError, choose
 from seqrec.ids import FIRST_ITEM, PAD
 from seqrec.models.base import SequentialRecommender
@@ -174,13 +174,7 @@ class GRU4Rec(SequentialRecommender):
         return self.net_.step(items[positions].to(self.device), h, sparse)
 
     def _padded_training(self, train, generator, sampler, popularity, sample_weight, sparse):
-        lengths = train.lengths
-        users = np.flatnonzero(lengths >= 2)
-        if len(users) == 0:
-            raise DataError(f"{train.source}: no user has 2 training events; nothing to learn from")
-        starts = train.offsets[users]
-        all_windows = torch.from_numpy(windows(train.items, starts, starts + lengths[users], self.max_len + 1))
-        real = torch.from_numpy(np.minimum(lengths[users], self.max_len + 1))
+        all_windows, real = self._user_windows(train, self.max_len + 1, min_events=2)
         batches, n_batches = self._window_batches(all_windows, real)
         net = self.net_
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from seqrec import losses, samplers
 from seqrec.data.interactions import Interactions
-from seqrec.data.sequences import windows
-from seqrec.errors import DataError
 from seqrec.ids import FIRST_ITEM, PAD
 from seqrec.models.base import SequentialRecommender
 from seqrec.nn.sasrec import SASRecNet
@@ -61,13 +58,7 @@ class SASRec(SequentialRecommender):
         return self.net_.score(hidden.float(), out=out)
 
     def _training(self, train: Interactions, generator: torch.Generator):
-        lengths = train.lengths
-        users = np.flatnonzero(lengths >= 2)
-        if len(users) == 0:
-            raise DataError(f"{train.source}: no user has 2 training events; nothing to learn from")
-        starts = train.offsets[users]
-        all_windows = torch.from_numpy(windows(train.items, starts, starts + lengths[users], self.max_len + 1))
-        real = torch.from_numpy(np.minimum(lengths[users], self.max_len + 1))  # [U] non-padding per window
+        all_windows, real = self._user_windows(train, self.max_len + 1, min_events=2)  # [U, L+1], [U]
         batches, n_batches = self._window_batches(all_windows, real)
         net, n_items, dtype = self.net_, train.n_items, torch.bfloat16 if self.bf16 else torch.float32
 
