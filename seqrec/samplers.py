@@ -35,8 +35,7 @@ class PopularitySampler:
     def __init__(self, counts: torch.Tensor, alpha: float):
         weights = counts.double().clamp(min=0) ** alpha
         weights[counts <= 0] = 0.0  # an item never seen in training is never a negative
-        self.probs = (weights / weights.sum()).float()  # [N], item j = internal id j + FIRST_ITEM
-        cdf = torch.cumsum(weights, 0)
+        cdf = torch.cumsum(weights, 0)  # [N], item j = internal id j + FIRST_ITEM
         self.cdf = (cdf / cdf[-1]).float()
         self.cdf[-1] = 1.0
 
