@@ -119,6 +119,42 @@ def training_flops(model, train: seqrec.Interactions) -> tuple[float, float]:
     return 3 * body, 3 * head
 
 
+def parse_sets(items: list[str]) -> dict:
+    """``--set PARAM=VALUE`` options: JSON values (numbers, true/false/null, lists), else plain strings."""
+    params = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value  # e.g. norm=pre, loss=top1_max
+    return params
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every benchmark script takes."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                        help="any other model parameter, e.g. --set mask_prob=0.6 (repeatable)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the output file name")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+
+
+def run_and_write(args, run_one, summary_keys: tuple[str, ...]) -> None:
+    """Run each configuration in ``args.configs``, write results/<name><tag>.json, print a summary."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name in args.configs:
+        result = run_one(name, args)
+        path = args.out_dir / f"{name}{args.tag}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({"name": name, "file": str(path), **{k: result[k] for k in summary_keys}}, indent=2))
+
+
 def run(name: str, args) -> dict:
     spec = CONFIGS[name]
     log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
@@ -130,9 +166,7 @@ def run(name: str, args) -> dict:
     for name in ("dropout", "attn_dropout", "lr", "n_heads", "bf16", "bucketing"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        params[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    params.update(parse_sets(args.set))
     model = cls(**params)
     model.fit(train, valid=valid)
     history = model.train_result_.history
@@ -201,27 +235,11 @@ def main() -> None:
     parser.add_argument("--attn-dropout", type=float, default=None)
     parser.add_argument("--n-heads", type=int, default=None)
     parser.add_argument("--valid-users", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", default=None)
     parser.add_argument("--bucketing", action="store_true", default=None,
                         help="length-bucketed batches (faster, see SASRec doc)")
-    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
-                        help="any other model parameter, e.g. --set mask_prob=0.6 (repeatable)")
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--tag", default="", help="suffix of the output file name")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.configs:
-        result = run(name, args)
-        path = args.out_dir / f"{name}{args.tag}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        summary = {k: result[k] for k in ("test_seen_filtered", "test_unfiltered")}
-        print(json.dumps({"name": name, "file": str(path), "train": result["train"], **summary}, indent=2))
+    add_common_options(parser)
+    run_and_write(parser.parse_args(), run, ("train", "test_seen_filtered", "test_unfiltered"))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ where a training step's time goes. Writes benchmarks/results/<name>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import seqrec  # noqa: E402
+from run import add_common_options, parse_sets, run_and_write  # noqa: E402  (benchmarks/run.py)
 
 DATA = ROOT.parent / "shared" / "datasets"
 
@@ -86,9 +86,7 @@ def run(name: str, args) -> dict:
         params["epochs"] = args.epochs
     if args.patience is not None:
         params["patience"] = args.patience
-    for item in args.set:
-        key, _, value = item.partition("=")
-        params[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    params.update(parse_sets(args.set))
     profile = step_profile(cls(**params), train) if spec["model"].startswith("gru4rec") else None
     model = cls(**params)
     valid_rows = valid.subset(torch.randperm(len(valid), generator=torch.Generator().manual_seed(0))
@@ -131,23 +129,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--valid-events", type=int, default=10000, help="validation rows used for early stopping")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE")
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--tag", default="")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.configs:
-        result = run(name, args)
-        path = args.out_dir / f"{name}{args.tag}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps({"name": name, "file": str(path), "train": result["train"], "test": result["test"],
-                          "step_profile": result["step_profile"]}, indent=2))
+    add_common_options(parser)
+    run_and_write(parser.parse_args(), run, ("train", "test", "step_profile"))
 
 
 if __name__ == "__main__":
