@@ -20,7 +20,7 @@ from seqrec.evaluate import PROTOCOLS, SAMPLINGS, evaluate
 from seqrec.losses import ALL_LOSSES
 from seqrec.metrics import TIE_POLICIES
 from seqrec.models import BATCHINGS, DEVICES, MODELS, SequentialRecommender, load
-from seqrec.nn.bert4rec import HEADS, NORMS
+from seqrec.nn.bert4rec import HEADS, INITS, NORMS
 from seqrec.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class RunConfig:
     embedding: int | None = None
     head: str | None = None
     norm: str | None = None
+    init: str | None = None
     mask_prob: float | None = None
     mask_token_share: float | None = None
     last_mask_prob: float | None = None
@@ -71,6 +72,7 @@ class RunConfig:
     batching: str | None = None
     optimizer: str | None = None
     lr: float | None = None
+    weight_decay: float | None = None
     momentum: float | None = None
     batch_size: int | None = None
     bucketing: bool | None = None
@@ -93,15 +95,16 @@ class RunConfig:
 
     CHOICES = {"core": CORES, "split": SPLITS, "model": tuple(MODELS), "loss": ALL_LOSSES, "device": DEVICES,
                "tie_policy": TIE_POLICIES, "protocol": PROTOCOLS, "sampling": SAMPLINGS, "head": HEADS,
-               "norm": NORMS, "batching": BATCHINGS, "optimizer": OPTIMIZERS}
+               "norm": NORMS, "init": INITS, "batching": BATCHINGS, "optimizer": OPTIMIZERS}
     # the type of each option whose default is None
     TYPES = {"valid_users": int, "days": float, "loss": str, "max_len": int, "dim": int, "n_heads": int,
-             "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "norm": str, "mask_prob": float,
-             "mask_token_share": float, "last_mask_prob": float, "dropout": float, "attn_dropout": float,
-             "dropout_embed": float, "dropout_hidden": float, "n_negatives": int, "sample_alpha": float,
-             "logq": float, "bpreg": float, "elu": float, "batching": str, "optimizer": str, "lr": float,
-             "momentum": float, "batch_size": int, "bucketing": bool, "epochs": int, "patience": int,
-             "bf16": bool, "exclude_seen": bool, "sep": str, "recommendations": str}
+             "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "norm": str, "init": str,
+             "mask_prob": float, "mask_token_share": float, "last_mask_prob": float, "dropout": float,
+             "attn_dropout": float, "dropout_embed": float, "dropout_hidden": float, "n_negatives": int,
+             "sample_alpha": float, "logq": float, "bpreg": float, "elu": float, "batching": str, "optimizer": str,
+             "lr": float, "weight_decay": float, "momentum": float, "batch_size": int, "bucketing": bool,
+             "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool, "sep": str,
+             "recommendations": str}
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -144,11 +147,11 @@ def read_and_split(config: RunConfig) -> Split:
     return temporal_split(log_, config.quantile, config.valid_users, config.seed)
 
 
-MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm",
+MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm", "init",
                  "mask_prob", "mask_token_share", "last_mask_prob", "dropout", "attn_dropout", "dropout_embed",
                  "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer",
-                 "lr", "momentum", "batch_size", "bucketing", "epochs", "patience", "seed", "device", "bf16",
-                 "progress")
+                 "lr", "weight_decay", "momentum", "batch_size", "bucketing", "epochs", "patience", "seed",
+                 "device", "bf16", "progress")
 
 
 def build_model(config: RunConfig) -> SequentialRecommender:

@@ -92,7 +92,8 @@ def test_bad_options_are_refused():
     from conftest import cyclic_frame
 
     for bad, match in ((dict(mask_prob=0.0), "mask_prob"), (dict(last_mask_prob=1.5), "last_mask_prob"),
-                       (dict(head="mlp"), "head"), (dict(norm="mid"), "norm")):
+                       (dict(head="mlp"), "head"), (dict(norm="mid"), "norm"), (dict(init="he"), "init"),
+                       (dict(weight_decay=-0.1), "weight_decay")):
         with pytest.raises(ConfigError, match=match):
             tiny_bert4rec(**bad).fit(cyclic_frame(n_users=8))
     assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.history[0].loss)
@@ -112,3 +113,29 @@ def test_bert_style_corruption_keeps_targets_and_splits_80_10_10():
     assert ((inputs >= 1) & (inputs <= N_ITEMS + 1)).all()
     reference = tiny_bert4rec().corrupt(window, chosen, N_ITEMS, torch.Generator().manual_seed(0))
     assert (reference[:, 1:] == mask_id(N_ITEMS)).all()  # the reference's mask_prob=1.0: always [mask]
+
+
+@torch.no_grad()
+def test_init_bert_is_truncated_normal_002_and_xavier_is_xavier_normal():
+    torch.manual_seed(0)
+    bert = BERT4RecNet(n_items=3000, max_len=50, dim=64)
+    xavier = BERT4RecNet(n_items=3000, max_len=50, dim=64, init="xavier")
+    w = bert.item_emb.weight[1:]
+    assert abs(float(w.std()) - 0.02 * 0.88) < 0.002 and float(w.abs().max()) <= 0.04  # std of N(0, .02) cut at 2 std
+    rows, cols = xavier.item_emb.weight.shape
+    assert abs(float(xavier.item_emb.weight[1:].std()) - (2 / (rows + cols)) ** 0.5) < 0.002
+    inner = xavier.layers[0].inner.weight  # [4D, D]
+    assert abs(float(inner.std()) - (2 / (64 + 256)) ** 0.5) < 0.005
+    assert float(xavier.item_emb.weight[PAD].abs().sum()) == 0.0 and float(xavier.layers[0].inner.bias.abs().sum()) == 0
+
+
+def test_weight_decay_applies_to_matrices_and_embeddings_not_to_biases_or_layernorm():
+    from conftest import cyclic_frame
+
+    model = tiny_bert4rec(epochs=1, weight_decay=0.01).fit(cyclic_frame(n_users=8))
+    optimizer = model._make_optimizer()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    for name, param in model.net_.named_parameters():
+        assert (id(param) in decayed) == (param.dim() == 2), name
+    assert tiny_bert4rec()._make_optimizer() is None  # default: the training loop's Adam, no decay

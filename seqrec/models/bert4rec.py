@@ -10,7 +10,7 @@ from seqrec.errors import ConfigError, choose
 from seqrec.ids import FIRST_ITEM, PAD, mask_id
 from seqrec.models.base import SequentialRecommender
 from seqrec.models.sasrec import SASRec
-from seqrec.nn.bert4rec import HEADS, NORMS, BERT4RecNet
+from seqrec.nn.bert4rec import HEADS, INITS, NORMS, BERT4RecNet
 
 
 class BERT4Rec(SequentialRecommender):
@@ -33,6 +33,11 @@ class BERT4Rec(SequentialRecommender):
     train/inference gap (the reference's data generator adds such windows too). Default 0.
     Inference appends ``[mask]`` to the history (dropping the oldest item at ``max_len``) and scores the
     items at that position.
+    ``init``: ``"bert"`` (default, the reference's truncated normal with std 0.02) or ``"xavier"`` (Xavier
+    normal for every weight matrix and embedding table, as RecTools' BERT4Rec): the larger initial weights
+    leave the early plateau sooner (on MovieLens-100K validation NDCG@10 reaches 0.098 by epoch ~100
+    instead of ~0.082). ``weight_decay``: AdamW decay of the weight matrices and embeddings, not of biases
+    and LayerNorm (the reference: 0.01 with lr 1e-4); default 0.
 
     Deviations from the reference, each deliberate: dynamic masking every epoch instead of 10 fixed
     copies (``dupe_factor``) of each window and no extra sliding windows over long histories (each user
@@ -49,15 +54,17 @@ class BERT4Rec(SequentialRecommender):
 
     def __init__(self, loss: str = "ce", max_len: int = 50, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper", norm: str = "post",
+                 init: str = "bert",
                  mask_prob: float = 0.2, mask_token_share: float = 1.0, last_mask_prob: float = 0.0,
-                 n_negatives: int = 256, lr: float = 1e-3,
+                 n_negatives: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 128, bucketing: bool = False, epochs: int = 400, patience: int = 20,
                  seed: int = 0, device: str = "cpu", bf16: bool = False, progress: bool = True):
         self.loss, self.max_len, self.dim, self.n_heads, self.n_blocks = loss, max_len, dim, n_heads, n_blocks
         self.dropout, self.attn_dropout, self.head, self.norm = dropout, attn_dropout, head, norm
+        self.init = init
         self.mask_prob, self.mask_token_share, self.last_mask_prob = mask_prob, mask_token_share, last_mask_prob
         self.n_negatives = n_negatives
-        self.lr, self.batch_size, self.bucketing = lr, batch_size, bucketing
+        self.lr, self.weight_decay, self.batch_size, self.bucketing = lr, weight_decay, batch_size, bucketing
         self.epochs, self.patience, self.seed, self.device = epochs, patience, seed, device
         self.bf16, self.progress = bf16, progress
 
@@ -65,6 +72,7 @@ class BERT4Rec(SequentialRecommender):
         losses.check_loss(self.loss)
         choose("head", self.head, HEADS)
         choose("norm", self.norm, NORMS)
+        choose("init", self.init, INITS)
         if not 0.0 < self.mask_prob <= 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
         if not 0.0 <= self.mask_token_share <= 1.0:
@@ -72,9 +80,21 @@ class BERT4Rec(SequentialRecommender):
         if not 0.0 <= self.last_mask_prob <= 1.0:
             raise ConfigError(f"last_mask_prob must be in [0, 1], got {self.last_mask_prob}")
         return BERT4RecNet(n_items, self.max_len, self.dim, self.n_heads, self.n_blocks, self.dropout,
-                           self.attn_dropout, self.head, self.norm)
+                           self.attn_dropout, self.head, self.norm, self.init)
 
     _autocast = SASRec._autocast
+
+    def _make_optimizer(self) -> torch.optim.Optimizer | None:
+        """Adam, or with ``weight_decay`` AdamW decaying the weight matrices and embeddings but not biases or
+        LayerNorm parameters (as BERT's ``AdamWeightDecayOptimizer``)."""
+        if not self.weight_decay:
+            return None
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        params = list(self.net_.parameters())
+        groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": self.weight_decay},
+                  {"params": [p for p in params if p.dim() != 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.98), fused=True)
 
     def _score_last(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         masked = torch.full((len(x), 1), mask_id(self.net_.n_items), dtype=x.dtype, device=x.device)

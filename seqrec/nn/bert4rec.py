@@ -26,6 +26,8 @@ Deviations, each deliberate:
   in PyTorch's fused kernel (several times faster on CPU).
 - ``norm="pre"`` (an option; default ``"post"``, the reference's) puts each LayerNorm before its
   sub-layer and one after the last layer (pre-LN, as RecTools' BERT4Rec), which trains faster.
+- ``init="xavier"`` (an option; default ``"bert"``, the reference's truncated normal 0.02) draws every weight
+  matrix and embedding table from a Xavier normal, as RecTools' BERT4Rec.
 
 Axes: B batch, L sequence, D dim, H heads, N items.
 """
@@ -41,6 +43,7 @@ from seqrec.nn.sasrec import Dropout
 
 HEADS = ("paper", "dot")
 NORMS = ("post", "pre")
+INITS = ("bert", "xavier")
 _EPS = 1e-12
 
 
@@ -92,12 +95,14 @@ class Layer(nn.Module):
 class BERT4RecNet(nn.Module):
     def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper",
-                 norm: str = "post"):
+                 norm: str = "post", init: str = "bert"):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose from {list(HEADS)}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose from {list(NORMS)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose from {list(INITS)}")
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.n_items, self.max_len, self.dim, self.head = n_items, max_len, dim, head
         self.item_emb = nn.Embedding(n_embeddings(n_items, with_mask=True), dim, padding_idx=PAD)
@@ -112,7 +117,9 @@ class BERT4RecNet(nn.Module):
             self.transform_norm = nn.LayerNorm(dim, eps=_EPS)
             self.out_bias = nn.Parameter(torch.zeros(n_items))
         for name, param in self.named_parameters():
-            if param.dim() == 2:
+            if param.dim() == 2 and init == "xavier":
+                nn.init.xavier_normal_(param)
+            elif param.dim() == 2:
                 nn.init.trunc_normal_(param, std=0.02, a=-0.04, b=0.04)  # TF truncated_normal: within 2 std
             elif "norm" not in name:
                 nn.init.zeros_(param)
