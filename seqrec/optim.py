@@ -38,17 +38,20 @@ class AdagradM(torch.optim.Optimizer):
                         state["mom"] = torch.zeros_like(p)
                 grad = p.grad
                 if grad.is_sparse:
+                    # Row updates through index_add_ (no alpha) and index_select only: on CPU these are several
+                    # times faster than advanced indexing (acc[rows], acc[rows] = ...) or index_add_ with alpha.
                     grad = grad.coalesce()  # the update is not linear in g: rows must be unique
                     rows, values = grad.indices()[0], grad.values()
-                    acc = state["acc"][rows].addcmul_(values, values)
-                    state["acc"][rows] = acc
-                    step = values / acc.add_(eps).sqrt_()
+                    state["acc"].index_add_(0, rows, values * values)
+                    step = values / state["acc"].index_select(0, rows).add_(eps).sqrt_()
+                    step.mul_(-lr)  # -lr·g/√(acc+eps)
                     if momentum > 0:
-                        mom = state["mom"][rows].mul_(momentum).sub_(step, alpha=lr)
-                        state["mom"][rows] = mom
-                        p.index_add_(0, rows, mom)
+                        old = state["mom"].index_select(0, rows)
+                        delta = step.add_(old, alpha=momentum - 1.0)  # new - old momentum
+                        state["mom"].index_add_(0, rows, delta)
+                        p.index_add_(0, rows, delta.add_(old))  # the new momentum
                     else:
-                        p.index_add_(0, rows, step, alpha=-lr)
+                        p.index_add_(0, rows, step)
                 else:
                     state["acc"].addcmul_(grad, grad)
                     denom = state["acc"].add(eps).sqrt_()

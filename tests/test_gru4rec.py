@@ -185,20 +185,27 @@ def test_dropout_is_present_separate_and_not_inverted():
     assert (net.step(items, net.initial_state(len(items)))[0] == 0).sum() == 0
 
 
-def test_adagrad_m_sparse_rows_match_the_official_update_and_leave_other_rows_alone():
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_adagrad_m_sparse_rows_match_the_official_update_and_leave_other_rows_alone(momentum):
     torch.manual_seed(0)
     table = torch.nn.Parameter(torch.randn(6, 3))
-    opt = AdagradM([table], lr=0.1, momentum=0.5)
+    opt = AdagradM([table], lr=0.1, momentum=momentum)
     before = table.detach().clone()
-    for step in range(2):
+    for rows in ([1, 1, 4], [1, 1, 4], [4]):
         opt.zero_grad()
-        torch.nn.functional.embedding(torch.tensor([1, 1, 4]), table, sparse=True).sum().backward()
+        torch.nn.functional.embedding(torch.tensor(rows), table, sparse=True).sum().backward()
+        grad = table.grad.coalesce().values().clone()
         opt.step()
-    # rows 1 (gradient 2 per step) and 4 (gradient 1): acc = k g², v = 0.5 v - lr g / sqrt(acc + eps)
-    for row, g in ((1, 2.0), (4, 1.0)):
-        v1 = -0.1 * g / math.sqrt(g * g + 1e-6)
-        v2 = 0.5 * v1 - 0.1 * g / math.sqrt(2 * g * g + 1e-6)
-        assert torch.allclose(table[row], before[row] + v1 + v2, atol=1e-6)
+        assert torch.equal(table.grad.coalesce().values(), grad)  # the step leaves the gradient alone
+    # row 1 (gradient 2 in steps 1-2, none in step 3: not moved, its momentum kept) and row 4 (gradient 1
+    # in every step): acc = k g², v = momentum v - lr g / sqrt(acc + eps), p += v
+    for row, grads in ((1, (2.0, 2.0)), (4, (1.0, 1.0, 1.0))):
+        acc, v, expected = 0.0, 0.0, before[row].clone()
+        for g in grads:
+            acc += g * g
+            v = momentum * v - 0.1 * g / math.sqrt(acc + 1e-6)
+            expected += v
+        assert torch.allclose(table[row], expected, atol=1e-6)
     untouched = [0, 2, 3, 5]
     assert torch.equal(table[untouched], before[untouched])
 
