@@ -142,15 +142,15 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
 
 
-def run_and_write(args, run_one, summary_keys: tuple[str, ...]) -> None:
-    """Run each configuration in ``args.configs``, write results/<name><tag>.json, print a summary."""
+def run_and_write(args, run_one, summary_keys: tuple[str, ...], prefix: str = "") -> None:
+    """Run each configuration in ``args.configs``, write results/<prefix><name><tag>.json, print a summary."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.configs:
         result = run_one(name, args)
-        path = args.out_dir / f"{name}{args.tag}.json"
+        path = args.out_dir / f"{prefix}{name}{args.tag}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({"name": name, "file": str(path), **{k: result[k] for k in summary_keys}}, indent=2))
 

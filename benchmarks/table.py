@@ -71,10 +71,24 @@ def session_table() -> list[str]:
     return rows
 
 
+def gap_table() -> list[str]:
+    variants = ("valid", "test", "test_without_valid", "valid_without_last_train", "last_train")
+    rows = ["| run | setting | threads | best epoch | ranker | " + " | ".join(variants) + " |",
+            "|---|---|---|---|---|" + "---|" * len(variants)]
+    for path in sorted(RESULTS.glob("gap-*.json")):
+        r = json.loads(path.read_text())
+        for who, values in r["NDCG@10"].items():
+            rows.append(f"| {path.stem} | {_setting(r['params'])} | {r['torch_threads']} | {r['best_epoch']} | {who} | "
+                        + " | ".join(f"{values[v]:.4f}" for v in variants) + " |")
+    return rows
+
+
 def main() -> None:
     print("\n".join(leave_one_out_table()))
     print()
     print("\n".join(session_table()))
+    print()
+    print("\n".join(gap_table()))
 
 
 if __name__ == "__main__":
