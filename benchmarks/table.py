@@ -18,10 +18,11 @@ def _setting(p: dict) -> str:
     for name in ("bf16", "bucketing"):
         if p.get(name):
             parts.append("bucketed" if name == "bucketing" else name)
-    for name in ("head", "norm", "mask_prob", "last_mask_prob", "batching", "n_negatives", "optimizer"):
+    for name in ("head", "norm", "init", "mask_prob", "last_mask_prob", "weight_decay", "batching", "n_negatives",
+                 "optimizer"):
         if name == "n_negatives" and p["loss"] in ("ce", "bce") and "batching" not in p:
             continue  # not used by these losses
-        if name in p and p[name] not in (None, 0.0):
+        if name in p and p[name] not in (None, 0.0, "bert"):
             parts.append(f"{name} {p[name]}")
     if "attn_dropout" in p:
         attn = p["dropout"] if p["attn_dropout"] is None else p["attn_dropout"]
