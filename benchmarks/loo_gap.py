@@ -6,7 +6,7 @@
 
 Leave-one-out holds out each user's last event (test) and the one before (validation); the model trains
 on the rest and early-stops on validation (exactly as ``benchmarks/run.py``). This script then ranks, for
-every user with at least 3 events (full ranking, seen items filtered):
+every user with at least 4 events, so that every variant has a history (full ranking, seen items filtered):
 
 - ``valid``: the training events -> the validation event (what early stopping sees);
 - ``test``: training + validation events -> the test event (what is reported);

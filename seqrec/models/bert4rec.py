@@ -36,7 +36,8 @@ class BERT4Rec(SequentialRecommender):
     ``init``: ``"bert"`` (default, the reference's truncated normal with std 0.02) or ``"xavier"`` (Xavier
     normal for every weight matrix and embedding table, as RecTools' BERT4Rec): the larger initial weights
     leave the early plateau sooner (on MovieLens-100K validation NDCG@10 reaches 0.098 by epoch ~100
-    instead of ~0.082). ``weight_decay``: AdamW decay of the weight matrices and embeddings, not of biases
+    instead of ~0.082), but on a large catalogue Xavier gives the item table a *smaller* std (0.006 for
+    Beauty's 54k items) and learned more slowly there. ``weight_decay``: AdamW decay of the weight matrices and embeddings, not of biases
     and LayerNorm (the reference: 0.01 with lr 1e-4); default 0.
 
     Deviations from the reference, each deliberate: dynamic masking every epoch instead of 10 fixed
@@ -79,6 +80,8 @@ class BERT4Rec(SequentialRecommender):
             raise ConfigError(f"mask_token_share must be in [0, 1], got {self.mask_token_share}")
         if not 0.0 <= self.last_mask_prob <= 1.0:
             raise ConfigError(f"last_mask_prob must be in [0, 1], got {self.last_mask_prob}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         return BERT4RecNet(n_items, self.max_len, self.dim, self.n_heads, self.n_blocks, self.dropout,
                            self.attn_dropout, self.head, self.norm, self.init)
 
@@ -89,8 +92,6 @@ class BERT4Rec(SequentialRecommender):
         LayerNorm parameters (as BERT's ``AdamWeightDecayOptimizer``)."""
         if not self.weight_decay:
             return None
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         params = list(self.net_.parameters())
         groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": self.weight_decay},
                   {"params": [p for p in params if p.dim() != 2], "weight_decay": 0.0}]
