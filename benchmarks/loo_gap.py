@@ -21,13 +21,12 @@ sequence. Written to benchmarks/results/gap-<config><tag>.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 
-from run import CONFIGS, DATA, add_common_options, parse_sets, run_and_write
+from run import CONFIGS, DATA, leave_one_out_parser, model_params, run_and_write
 
 import seqrec  # noqa: E402  (run.py puts the project root on sys.path)
 from seqrec.data.interactions import Interactions  # noqa: E402
@@ -72,13 +71,8 @@ def run(name: str, args) -> dict:
     spec = CONFIGS[name]
     log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
     split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
-    params = dict(spec["params"], epochs=args.epochs, patience=args.patience, seed=args.seed,
-                  device=args.device, progress=not args.quiet)
-    for option in ("dropout", "attn_dropout", "bucketing"):
-        if getattr(args, option) is not None:
-            params[option] = getattr(args, option)
-    params.update(parse_sets(args.set))
-    model = seqrec.models.MODELS[spec.get("model", "sasrec")](**params).fit(split.train, valid=split.valid)
+    model = seqrec.models.MODELS[spec.get("model", "sasrec")](**model_params(spec, args))
+    model.fit(split.train, valid=split.valid)
     users = split.test.users[log.lengths[split.test.users] >= 4]  # every variant needs a history
     sets = variants(log, users)
     rankers = {"model": model, "train_popularity": TrainPopularity(split.train, model.max_len)}
@@ -94,16 +88,7 @@ def run(name: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--dropout", type=float, default=None)
-    parser.add_argument("--attn-dropout", type=float, default=None)
-    parser.add_argument("--valid-users", type=int, default=None)
-    parser.add_argument("--bucketing", action="store_true", default=None)
-    add_common_options(parser)
-    run_and_write(parser.parse_args(), run, ("best_epoch", "NDCG@10"), prefix="gap-")
+    run_and_write(leave_one_out_parser(__doc__).parse_args(), run, ("best_epoch", "NDCG@10"), prefix="gap-")
 
 
 if __name__ == "__main__":

@@ -155,19 +155,23 @@ def run_and_write(args, run_one, summary_keys: tuple[str, ...], prefix: str = ""
         print(json.dumps({"name": name, "file": str(path), **{k: result[k] for k in summary_keys}}, indent=2))
 
 
-def run(name: str, args) -> dict:
-    spec = CONFIGS[name]
-    log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
-    split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
-    train, valid, test = split
-    cls = seqrec.models.MODELS[spec.get("model", "sasrec")]
+def model_params(spec: dict, args) -> dict:
+    """The configuration's parameters with the command line's on top (see :func:`leave_one_out_parser`)."""
     params = dict(spec["params"], epochs=args.epochs, patience=args.patience, seed=args.seed,
                   device=args.device, progress=not args.quiet)
     for name in ("dropout", "attn_dropout", "lr", "n_heads", "bf16", "bucketing"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     params.update(parse_sets(args.set))
-    model = cls(**params)
+    return params
+
+
+def run(name: str, args) -> dict:
+    spec = CONFIGS[name]
+    log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
+    split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
+    train, valid, test = split
+    model = seqrec.models.MODELS[spec.get("model", "sasrec")](**model_params(spec, args))
     model.fit(train, valid=valid)
     history = model.train_result_.history
     best = model.train_result_.best_epoch
@@ -225,8 +229,9 @@ def run(name: str, args) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def leave_one_out_parser(description: str) -> argparse.ArgumentParser:
+    """Options of the scripts that train a :data:`CONFIGS` entry under leave-one-out."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
@@ -239,7 +244,12 @@ def main() -> None:
     parser.add_argument("--bucketing", action="store_true", default=None,
                         help="length-bucketed batches (faster, see SASRec doc)")
     add_common_options(parser)
-    run_and_write(parser.parse_args(), run, ("train", "test_seen_filtered", "test_unfiltered"))
+    return parser
+
+
+def main() -> None:
+    args = leave_one_out_parser(__doc__).parse_args()
+    run_and_write(args, run, ("train", "test_seen_filtered", "test_unfiltered"))
 
 
 if __name__ == "__main__":
