@@ -40,8 +40,9 @@ class BERT4Rec(SequentialRecommender):
     (0.006 for Beauty's 54k items) and learned more slowly there. ``weight_decay``: AdamW decay of the
     weight matrices and embeddings, not of biases and LayerNorm (the reference: 0.01 with lr 1e-4);
     default 0. On MovieLens-100K (max_len 200, dim 64) ``init="xavier", weight_decay=1.0`` gave the best
-    test NDCG@10 here, 0.086–0.094 over three seeds, against 0.064–0.080 for every other variant
-    (benchmarks/results/ml100k-bert4rec-*.json); the defaults stay the reference's.
+    test NDCG@10 here, 0.086–0.094 over three seeds, against 0.064–0.080 for the other variants (0.042
+    for the dot head with BERT's init; benchmarks/results/ml100k-bert4rec-*.json); the defaults stay the
+    reference's.
 
     Deviations from the reference, each deliberate: dynamic masking every epoch instead of 10 fixed
     copies (``dupe_factor``) of each window and no extra sliding windows over long histories (each user
