@@ -1,4 +1,4 @@
-"""Where a leave-one-out score comes from: one trained model ranked on five (history, target) variants.
+r"""Where a leave-one-out score comes from: one trained model ranked on five (history, target) variants.
 
     .venv/bin/python benchmarks/loo_gap.py ml100k-bert4rec --epochs 400 --patience 30 --bucketing \
         --attn-dropout 0 --set init=xavier

@@ -33,6 +33,11 @@ from seqrec.ids import PAD  # noqa: E402
 DATA = ROOT.parent / "shared" / "datasets"
 CEILING_GFLOPS = {"fp32": 110.0, "bf16": 440.0}  # measured matmul ceiling of the 2-core dev machine
 
+# RecTools' BERT4Rec (rectools/models/nn/transformers/bert4rec.py, defaults): its pre-LN layer, tied dot-product
+# head, Xavier init, dropout 0.2 on the item table, mask_prob 0.15 with BERT's 80/10/10 corruption
+RECTOOLS_BERT4REC = {"norm": "rectools", "head": "dot", "init": "xavier", "item_dropout": 0.2, "mask_prob": 0.15,
+                     "mask_token_share": 0.8}
+
 CONFIGS = {
     "ml100k-ce": {
         "data": "movielens-100k", "params": {"loss": "ce", "max_len": 200, "n_heads": 2},
@@ -61,9 +66,25 @@ CONFIGS = {
                                         "test_NDCG@10_seen_filtered": 0.098, "test_NDCG@10_unfiltered": 0.058}},
         "targets": {"epoch_s": 3.85, "NDCG@10": 0.098, "time_to_best_s": 1020},
     },
+    "ml100k-bert4rec-rectools": {  # RecTools' BERT4Rec choices on our network (see seqrec.nn.bert4rec)
+        "model": "bert4rec", "data": "movielens-100k",
+        "params": {"loss": "ce", "max_len": 200, "dim": 64, "n_heads": 2, "n_blocks": 2, "batch_size": 128,
+                   **RECTOOLS_BERT4REC},
+        "threshold": 0.05,
+        "peers": {"RecTools BERT4Rec": {"epoch_s": 7.7, "best_epoch": 124, "time_to_best_s": 1020,
+                                        "test_NDCG@10_seen_filtered": 0.098, "test_NDCG@10_unfiltered": 0.058}},
+        "targets": {"epoch_s": 3.85, "NDCG@10": 0.098, "time_to_best_s": 1020},
+    },
     "beauty-bert4rec": {
         "model": "bert4rec", "data": "amazon-beauty-bert4rec",
         "params": {"loss": "ce", "max_len": 50, "dim": 64, "n_heads": 2, "n_blocks": 2, "mask_prob": 0.6},
+        "published": {"RecTools BERT4Rec": {"HR@10": 0.0434, "NDCG@10": 0.0242},
+                      "BERT4Rec, Dross paper": {"HR@10": 0.0338, "NDCG@10": 0.0187}},
+        "targets": {"NDCG@10": 0.024},
+    },
+    "beauty-bert4rec-rectools": {
+        "model": "bert4rec", "data": "amazon-beauty-bert4rec",
+        "params": {"loss": "ce", "max_len": 50, "dim": 64, "n_heads": 2, "n_blocks": 2, **RECTOOLS_BERT4REC},
         "published": {"RecTools BERT4Rec": {"HR@10": 0.0434, "NDCG@10": 0.0242},
                       "BERT4Rec, Dross paper": {"HR@10": 0.0338, "NDCG@10": 0.0187}},
         "targets": {"NDCG@10": 0.024},

@@ -18,8 +18,8 @@ def _setting(p: dict) -> str:
     for name in ("bf16", "bucketing"):
         if p.get(name):
             parts.append("bucketed" if name == "bucketing" else name)
-    for name in ("head", "norm", "init", "mask_prob", "last_mask_prob", "weight_decay", "batching", "n_negatives",
-                 "optimizer"):
+    for name in ("head", "norm", "init", "mask_prob", "last_mask_prob", "weight_decay", "item_dropout",
+                 "sliding_window", "batching", "n_negatives", "optimizer"):
         if name == "n_negatives" and p["loss"] in ("ce", "bce") and "batching" not in p:
             continue  # not used by these losses
         if name in p and p[name] not in (None, 0.0, "bert"):

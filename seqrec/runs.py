@@ -62,6 +62,8 @@ class RunConfig:
     last_mask_prob: float | None = None
     dropout: float | None = None
     attn_dropout: float | None = None
+    item_dropout: float | None = None
+    sliding_window: float | None = None
     dropout_embed: float | None = None
     dropout_hidden: float | None = None
     n_negatives: int | None = None
@@ -100,11 +102,11 @@ class RunConfig:
     TYPES = {"valid_users": int, "days": float, "loss": str, "max_len": int, "dim": int, "n_heads": int,
              "n_blocks": int, "n_layers": int, "embedding": int, "head": str, "norm": str, "init": str,
              "mask_prob": float, "mask_token_share": float, "last_mask_prob": float, "dropout": float,
-             "attn_dropout": float, "dropout_embed": float, "dropout_hidden": float, "n_negatives": int,
-             "sample_alpha": float, "logq": float, "bpreg": float, "elu": float, "batching": str, "optimizer": str,
-             "lr": float, "weight_decay": float, "momentum": float, "batch_size": int, "bucketing": bool,
-             "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool, "sep": str,
-             "recommendations": str}
+             "attn_dropout": float, "item_dropout": float, "sliding_window": float, "dropout_embed": float,
+             "dropout_hidden": float, "n_negatives": int, "sample_alpha": float, "logq": float, "bpreg": float,
+             "elu": float, "batching": str, "optimizer": str, "lr": float, "weight_decay": float, "momentum": float,
+             "batch_size": int, "bucketing": bool, "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool,
+             "sep": str, "recommendations": str}
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -148,10 +150,10 @@ def read_and_split(config: RunConfig) -> Split:
 
 
 MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "embedding", "head", "norm", "init",
-                 "mask_prob", "mask_token_share", "last_mask_prob", "dropout", "attn_dropout", "dropout_embed",
-                 "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg", "elu", "batching", "optimizer",
-                 "lr", "weight_decay", "momentum", "batch_size", "bucketing", "epochs", "patience", "seed",
-                 "device", "bf16", "progress")
+                 "mask_prob", "mask_token_share", "last_mask_prob", "dropout", "attn_dropout", "item_dropout",
+                 "sliding_window", "dropout_embed", "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg",
+                 "elu", "batching", "optimizer", "lr", "weight_decay", "momentum", "batch_size", "bucketing", "epochs",
+                 "patience", "seed", "device", "bf16", "progress")
 
 
 def build_model(config: RunConfig) -> SequentialRecommender:

@@ -37,7 +37,7 @@ def test_shapes_and_scores_cover_real_items_only(head):
     assert torch.allclose(scores, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("norm", ["post", "pre", "rectools"])
 def test_bidirectional_a_later_item_changes_earlier_outputs_unlike_sasrec(norm):
     x = torch.randint(1, N_ITEMS + 1, (3, 8))
     y = x.clone()
@@ -49,7 +49,7 @@ def test_bidirectional_a_later_item_changes_earlier_outputs_unlike_sasrec(norm):
     assert torch.allclose(sasrec(x)[:, :6], sasrec(y)[:, :6], atol=1e-6)
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("norm", ["post", "pre", "rectools"])
 def test_outputs_do_not_depend_on_left_padding(norm):
     model = net(norm=norm)
     x = torch.tensor([[4, 5, 6]])
@@ -93,7 +93,8 @@ def test_bad_options_are_refused():
 
     for bad, match in ((dict(mask_prob=0.0), "mask_prob"), (dict(last_mask_prob=1.5), "last_mask_prob"),
                        (dict(head="mlp"), "head"), (dict(norm="mid"), "norm"), (dict(init="he"), "init"),
-                       (dict(weight_decay=-0.1), "weight_decay")):
+                       (dict(weight_decay=-0.1), "weight_decay"), (dict(item_dropout=1.0), "item_dropout"),
+                       (dict(sliding_window=2.0), "sliding_window")):
         with pytest.raises(ConfigError, match=match):
             tiny_bert4rec(**bad).fit(cyclic_frame(n_users=8))
     assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.history[0].loss)
@@ -139,3 +140,67 @@ def test_weight_decay_applies_to_matrices_and_embeddings_not_to_biases_or_layern
     for name, param in model.net_.named_parameters():
         assert (id(param) in decayed) == (param.dim() == 2), name
     assert tiny_bert4rec()._make_optimizer() is None  # default: the training loop's Adam, no decay
+
+
+def test_item_dropout_draws_one_table_per_step_for_input_and_output_and_none_in_evaluation():
+    model = net(item_dropout=0.5, dropout=0.0).train()
+    x = torch.randint(1, N_ITEMS + 1, (4, 8))
+    hidden = model(x)
+    table = model.table()
+    dropped = table == 0
+    assert 0.3 < float(dropped[1:].float().mean()) < 0.7
+    assert torch.allclose(table[~dropped], 2 * model.item_emb.weight[~dropped])  # inverted dropout, p 0.5
+    assert torch.equal(model.item_weights(), table[1:N_ITEMS + 1])  # the output uses the input's sample
+    reference = net(item_dropout=0.5, dropout=0.0).train()
+    reference.item_emb.weight.data.copy_(table.detach())  # the same table without dropout gives the same outputs
+    reference.item_dropout = 0.0
+    assert torch.allclose(reference(x), hidden, atol=1e-5)
+    hidden.sum().backward()  # gradients reach the weights through the sample
+    assert model.item_emb.weight.grad is not None
+    model.eval()
+    assert model.table() is model.item_emb.weight
+    assert torch.equal(model(x), model(x))  # no dropout in evaluation
+
+
+def test_sliding_windows_are_the_reference_generators():
+    import pandas as pd
+    from seqrec.data.interactions import from_frame
+    from seqrec.models.base import SequentialRecommender
+
+    lengths = {"a": 3, "b": 7, "c": 12, "d": 9}
+    frame = pd.DataFrame([(u, f"{u}{t}", t) for u, n in lengths.items() for t in range(n)],
+                         columns=["user", "item", "time"])
+    train = from_frame(frame, "toy")
+    width, step = 5, 2
+    per_user = []  # gen_data_fin.py: starts range(n - width, 0, -step) + [0] for a history longer than width
+    for u in range(train.n_users):
+        seq = train.items[train.offsets[u]:train.offsets[u + 1]].tolist()
+        starts = [0] if len(seq) <= width else list(range(len(seq) - width, 0, -step)) + [0]
+        per_user.append([[0] * (width - len(seq[s:s + width])) + seq[s:s + width] for s in starts])
+    got, real = SequentialRecommender._user_windows(train, width, min_events=1, step=step)
+    assert got.tolist() == [w for windows in per_user for w in windows]
+    assert real.tolist() == [width - w.count(0) for windows in per_user for w in windows]
+    assert [len(w) for w in per_user] == [1, 2, 5, 3]
+    last, real = SequentialRecommender._user_windows(train, width, min_events=1)  # step 0: the last window only
+    assert last.tolist() == [windows[0] for windows in per_user] and real.tolist() == [3, 5, 5, 5]
+
+
+def test_rectools_layout_has_no_embedding_or_final_layernorm_and_drops_the_residual_stream():
+    model = net(norm="rectools")
+    x = torch.randint(1, N_ITEMS + 1, (3, 8))
+    h = model.item_emb(x) + model.pos_emb(torch.arange(8))  # no LayerNorm on the embeddings
+    allowed = torch.ones(3, 1, 1, 8, dtype=torch.bool)
+    for layer in model.layers:  # evaluation: x + Attn(LN(x)), then x + FFN(LN(x)); no LayerNorm at the end
+        h = h + layer.attn(layer.attn_norm(h), allowed)
+        h = h + layer.outer(F.gelu(layer.inner(layer.ffn_norm(h))))
+    assert torch.allclose(model(x), h, atol=1e-5)
+    layer = model.layers[0]
+    assert layer.inner_dropout.p == layer.residual_dropout.p == 0.3
+    assert net(norm="pre").layers[0].residual_dropout.p == net(norm="post").layers[0].inner_dropout.p == 0.0
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    model.layers[-1].residual_dropout.p = 0.0
+    torch.manual_seed(1)
+    b = model(x)
+    assert (a == 0).float().mean() > 0.25 and (b == 0).float().mean() < 0.05  # the last layer's output is dropped

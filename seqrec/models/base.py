@@ -167,16 +167,29 @@ class SequentialRecommender:
 
     # ---- training helpers ----------------------------------------------------------------------
     @staticmethod
-    def _user_windows(train: Interactions, width: int, min_events: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded windows [U, width] of the last ``width`` training items of every user with at least
-        ``min_events`` events, and their non-padding counts [U]."""
+    def _user_windows(train: Interactions, width: int, min_events: int,
+                      step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded windows [R, width] of the last ``width`` training items of every user with at least
+        ``min_events`` events, and their non-padding counts [R].
+
+        ``step > 0``: a history longer than ``width`` also gives the windows starting ``step``, ``2 step``, ...
+        items before its last window's start, and one starting at its first item (the sliding windows of
+        BERT4Rec's reference data generator, ``gen_data_fin.py``)."""
         lengths = train.lengths
         users = np.flatnonzero(lengths >= min_events)
         if len(users) == 0:
             raise DataError(f"{train.source}: no user has {min_events} training event(s); nothing to learn from")
-        starts = train.offsets[users]
-        all_windows = torch.from_numpy(windows(train.items, starts, starts + lengths[users], width))
-        return all_windows, torch.from_numpy(np.minimum(lengths[users], width))
+        starts, lengths = train.offsets[users].astype(np.int64), lengths[users].astype(np.int64)
+        ends = starts + lengths
+        if step > 0:
+            extra = np.where(lengths > width, -(-(lengths - width) // step), 0)  # windows before the last one
+            user = np.repeat(np.arange(len(users)), extra + 1)
+            k = np.arange(len(user)) - np.repeat(np.cumsum(extra + 1) - (extra + 1), extra + 1)  # 0 = last window
+            back = np.maximum(ends[user] - k * step, starts[user] + width)  # the furthest back starts at the first item
+            ends = np.where(k > 0, back, ends[user])
+            starts, lengths = starts[user], ends - starts[user]
+        all_windows = torch.from_numpy(windows(train.items, starts, ends, width))
+        return all_windows, torch.from_numpy(np.minimum(lengths, width))
 
     def _window_batches(self, all_windows: torch.Tensor, real: torch.Tensor):
         """``batches(generator)`` over rows of left-padded ``all_windows`` [U, W] (``real`` [U] non-padding

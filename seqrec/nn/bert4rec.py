@@ -25,9 +25,15 @@ Deviations, each deliberate:
 - ``attn_dropout`` (default: ``dropout``, as the reference) can be set apart; with 0, attention runs
   in PyTorch's fused kernel (several times faster on CPU).
 - ``norm="pre"`` (an option; default ``"post"``, the reference's) puts each LayerNorm before its
-  sub-layer and one after the last layer (pre-LN, as RecTools' BERT4Rec), which trains faster.
+  sub-layer and one after the last layer (pre-LN), which trains faster. ``norm="rectools"`` is the layer
+  of RecTools' BERT4Rec (``PreLNTransformerLayer``, ``TransformerTorchBackbone``): pre-LN with no
+  LayerNorm on the embeddings nor after the last layer, dropout after the FFN's GELU, and dropout on the
+  residual stream at the end of every layer.
 - ``init="xavier"`` (an option; default ``"bert"``, the reference's truncated normal 0.02) draws every weight
   matrix and embedding table from a Xavier normal, as RecTools' BERT4Rec.
+- ``item_dropout`` (an option; default 0, the reference has none) drops entries of the whole item table once
+  per training step, and that one sample embeds the input and scores the output (RecTools' BERT4Rec does
+  this in ``IdEmbeddingsItemNet``); :meth:`BERT4RecNet.table` is the step's table.
 
 Axes: B batch, L sequence, D dim, H heads, N items.
 """
@@ -42,7 +48,7 @@ from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
 from seqrec.nn.sasrec import Dropout
 
 HEADS = ("paper", "dot")
-NORMS = ("post", "pre")
+NORMS = ("post", "pre", "rectools")
 INITS = ("bert", "xavier")
 _EPS = 1e-12
 
@@ -68,34 +74,37 @@ class SelfAttention(nn.Module):
 
 
 class Layer(nn.Module):
-    """One transformer layer: post-LN ``LN(x + Attn(x))``, ``LN(x + FFN(x))``; or pre-LN
-    ``x + Attn(LN(x))``, ``x + FFN(LN(x))``."""
+    """One transformer layer: post-LN ``LN(x + Attn(x))``, ``LN(x + FFN(x))``; pre-LN ``x + Attn(LN(x))``,
+    ``x + FFN(LN(x))``; or RecTools' pre-LN layer, which adds dropout inside the FFN (after the GELU) and on
+    the residual stream at the layer's end."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float, attn_dropout: float, pre_norm: bool = False):
+    def __init__(self, dim: int, n_heads: int, dropout: float, attn_dropout: float, norm: str = "post"):
         super().__init__()
-        self.pre_norm = pre_norm
+        self.norm = norm
         self.attn = SelfAttention(dim, n_heads, attn_dropout, dropout)
         self.attn_norm = nn.LayerNorm(dim, eps=_EPS)
         self.inner = nn.Linear(dim, 4 * dim)
         self.outer = nn.Linear(4 * dim, dim)
+        self.inner_dropout = Dropout(dropout if norm == "rectools" else 0.0)
         self.ffn_dropout = Dropout(dropout)
         self.ffn_norm = nn.LayerNorm(dim, eps=_EPS)
+        self.residual_dropout = Dropout(dropout if norm == "rectools" else 0.0)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        if self.pre_norm:
-            x = x + self.attn(self.attn_norm(x), allowed)
-            return x + self.ffn(self.ffn_norm(x))
-        x = self.attn_norm(x + self.attn(x, allowed))
-        return self.ffn_norm(x + self.ffn(x))
+        if self.norm == "post":
+            x = self.attn_norm(x + self.attn(x, allowed))
+            return self.ffn_norm(x + self.ffn(x))
+        x = x + self.attn(self.attn_norm(x), allowed)
+        return self.residual_dropout(x + self.ffn(self.ffn_norm(x)))
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn_dropout(self.outer(F.gelu(self.inner(x))))
+        return self.ffn_dropout(self.outer(self.inner_dropout(F.gelu(self.inner(x)))))
 
 
 class BERT4RecNet(nn.Module):
     def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper",
-                 norm: str = "post", init: str = "bert"):
+                 norm: str = "post", init: str = "bert", item_dropout: float = 0.0):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose from {list(HEADS)}")
@@ -105,12 +114,13 @@ class BERT4RecNet(nn.Module):
             raise ValueError(f"unknown init {init!r}; choose from {list(INITS)}")
         attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.n_items, self.max_len, self.dim, self.head = n_items, max_len, dim, head
+        self.item_dropout = item_dropout
+        self._table: torch.Tensor | None = None  # the item table of the last training forward
         self.item_emb = nn.Embedding(n_embeddings(n_items, with_mask=True), dim, padding_idx=PAD)
         self.pos_emb = nn.Embedding(max_len, dim)
-        self.emb_norm = nn.LayerNorm(dim, eps=_EPS)
+        self.emb_norm = nn.LayerNorm(dim, eps=_EPS) if norm != "rectools" else nn.Identity()
         self.emb_dropout = Dropout(dropout)
-        self.layers = nn.ModuleList([Layer(dim, n_heads, dropout, attn_dropout, norm == "pre")
-                                     for _ in range(n_blocks)])
+        self.layers = nn.ModuleList([Layer(dim, n_heads, dropout, attn_dropout, norm) for _ in range(n_blocks)])
         self.final_norm = nn.LayerNorm(dim, eps=_EPS) if norm == "pre" else None
         if head == "paper":
             self.transform = nn.Linear(dim, dim)
@@ -129,8 +139,12 @@ class BERT4RecNet(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] for left-padded ids [B, L] (L <= max_len; may hold the MASK id)."""
         b, l = items.shape
+        table = self.item_emb.weight
+        if self.training and self.item_dropout > 0:
+            table = F.dropout(table, self.item_dropout)
+        self._table = table if self.training else None
         positions = torch.arange(self.max_len - l, self.max_len, device=items.device)
-        x = self.emb_dropout(self.emb_norm(self.item_emb(items) + self.pos_emb(positions)))
+        x = self.emb_dropout(self.emb_norm(F.embedding(items, table, PAD) + self.pos_emb(positions)))
         allowed = (items != PAD)[:, None, None, :]  # [B, 1, 1, L]: every query sees every real key
         for layer in self.layers:
             x = layer(x, allowed)
@@ -142,9 +156,14 @@ class BERT4RecNet(nn.Module):
             return hidden
         return self.transform_norm(F.gelu(self.transform(hidden)))
 
+    def table(self) -> torch.Tensor:
+        """The [V, D] item table of this step: in training, the one the last forward embedded its input with
+        (one ``item_dropout`` sample shared by input and output); in evaluation the weights."""
+        return self._table if self.training and self._table is not None else self.item_emb.weight
+
     def item_weights(self) -> torch.Tensor:
         """[N, D] output embeddings of the real items (the input table, tied)."""
-        return self.item_emb.weight[FIRST_ITEM:FIRST_ITEM + self.n_items]
+        return self.table()[FIRST_ITEM:FIRST_ITEM + self.n_items]
 
     def item_bias(self) -> torch.Tensor | None:
         return self.out_bias if self.head == "paper" else None
