@@ -204,3 +204,17 @@ def test_rectools_layout_has_no_embedding_or_final_layernorm_and_drops_the_resid
     torch.manual_seed(1)
     b = model(x)
     assert (a == 0).float().mean() > 0.25 and (b == 0).float().mean() < 0.05  # the last layer's output is dropped
+
+
+def test_rectools_configuration_saves_and_loads(tmp_path):
+    import seqrec
+    from conftest import cyclic_frame
+
+    model = tiny_bert4rec(epochs=2, norm="rectools", head="dot", init="xavier", item_dropout=0.2,
+                          mask_token_share=0.8, sliding_window=0.5).fit(cyclic_frame(n_users=16))
+    model.save(tmp_path / "run")
+    loaded = seqrec.load(tmp_path / "run")
+    assert loaded.get_params() == model.get_params()
+    a, sa = model.recommend([[1, 2, 3], [7]], k=5)
+    b, sb = loaded.recommend([[1, 2, 3], [7]], k=5)
+    assert np.array_equal(a, b) and np.array_equal(sa, sb)

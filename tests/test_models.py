@@ -14,7 +14,10 @@ from conftest import assert_valid_topk, cyclic_frame, tiny_bert4rec, tiny_gru4re
 MODELS = [pytest.param(lambda loss=loss, **kw: tiny_sasrec(loss=loss, **kw), id=f"sasrec-{loss}")
           for loss in ("ce", "bce", "sampled_ce")]
 MODELS += [pytest.param(lambda n_negatives: tiny_bert4rec(loss="ce"), id="bert4rec-ce"),
-           pytest.param(lambda n_negatives: tiny_bert4rec(loss="sampled_ce", n_negatives=24), id="bert4rec-sampled_ce")]
+           pytest.param(lambda n_negatives: tiny_bert4rec(loss="sampled_ce", n_negatives=24), id="bert4rec-sampled_ce"),
+           pytest.param(lambda n_negatives: tiny_bert4rec(loss="ce", norm="rectools", head="dot", init="xavier",
+                                                          item_dropout=0.1, mask_token_share=0.8, sliding_window=0.5),
+                        id="bert4rec-ce-rectools-sliding")]
 MODELS += [pytest.param(lambda loss=loss, batching=batching, **kw: tiny_gru4rec(loss=loss, batching=batching, **kw),
                         id=f"gru4rec-{batching}-{loss}")
            for batching in ("session", "padded") for loss in ("ce", "bpr_max", "top1_max")]

@@ -35,25 +35,31 @@ class BERT4Rec(SequentialRecommender):
     items at that position.
     ``init``: ``"bert"`` (default, the reference's truncated normal with std 0.02) or ``"xavier"`` (Xavier
     normal for every weight matrix and embedding table, as RecTools' BERT4Rec): the larger initial weights
-    leave the early plateau sooner (on MovieLens-100K validation NDCG@10 is 0.085–0.100 over epochs
-    96–105 against 0.073–0.088), but on a large catalogue Xavier gives the item table a *smaller* std
-    (0.006 for Beauty's 54k items) and learned more slowly there. ``weight_decay``: AdamW decay of the
-    weight matrices and embeddings, not of biases and LayerNorm (the reference: 0.01 with lr 1e-4);
-    default 0. ``item_dropout``: dropout on the whole item table, one sample per training step shared by the
-    input embedding and the output head (RecTools' BERT4Rec); default 0. On MovieLens-100K (max_len 200, dim 64) ``init="xavier", weight_decay=1.0`` gave the best
-    test NDCG@10 here, 0.086–0.094 over three seeds, against 0.064–0.080 for the other variants (0.042
-    for the dot head with BERT's init; benchmarks/results/ml100k-bert4rec-*.json); the defaults stay the
-    reference's.
+    leave the early plateau sooner on MovieLens-100K, but on a large catalogue Xavier gives the item table a
+    *smaller* std (0.006 for Beauty's 54k items) and learned more slowly there. ``weight_decay``: AdamW
+    decay of the weight matrices and embeddings, not of biases and LayerNorm (the reference: 0.01 with lr
+    1e-4); default 0. ``item_dropout``: dropout on the whole item table, one sample per training step
+    shared by the input embedding and the output head (RecTools' BERT4Rec); default 0.
+
+    RecTools' BERT4Rec is these choices together: ``norm="rectools", head="dot", init="xavier",
+    item_dropout=0.2, mask_prob=0.15, mask_token_share=0.8`` (``benchmarks/run.py ml100k-bert4rec-rectools``).
+    On MovieLens-100K (max_len 200, dim 64) it gave test NDCG@10 {RT_RANGE} over three seeds, against
+    0.064–0.094 for every variant closer to the paper (benchmarks/results/ml100k-bert4rec-*.json). The
+    defaults stay the reference's.
+
+    ``sliding_window`` (the reference's ``prop_sliding_window``; its scripts use 0.5): a history longer
+    than ``max_len`` also gives windows starting ``sliding_window * max_len`` items apart back to its first
+    item, as the reference's data generator. Default 0: each user contributes its last ``max_len`` items,
+    as SASRec's training here.
 
     Deviations from the reference, each deliberate: dynamic masking every epoch instead of 10 fixed
-    copies (``dupe_factor``) of each window and no extra sliding windows over long histories (each user
-    contributes its last ``max_len`` items, as SASRec's training here); Adam with lr 1e-3 and betas
-    (0.9, 0.98) and no weight decay, warm-up or decay (the reference: AdamW lr 1e-4, 400k steps), with
-    early stopping on validation NDCG@10 instead of a fixed step budget. The RecSys 2022 replicability
-    study (Petrov & Macdonald) found that BERT4Rec needs far more training than its defaults, so
-    ``epochs`` defaults to 400 with ``patience`` 20; history.json records each epoch's time.
-    ``bucketing`` batches windows of similar length (see :class:`SASRec`), each batch's loss weighted by its
-    share of the epoch's masked positions.
+    copies (``dupe_factor``) of each window; no sliding windows by default (above); Adam with lr 1e-3 and
+    betas (0.9, 0.98), by default no weight decay, and no warm-up or decay (the reference: AdamW lr 1e-4,
+    400k steps), with early stopping on validation NDCG@10 instead of a fixed step budget. The RecSys 2022
+    replicability study (Petrov & Macdonald) found that BERT4Rec needs far more training than its
+    defaults, so ``epochs`` defaults to 400 with ``patience`` 20; history.json records each epoch's time.
+    ``bucketing`` batches windows of similar length (see :class:`SASRec`), each batch's loss weighted by
+    its share of the epoch's masked positions.
     """
 
     name = "bert4rec"
