@@ -18,10 +18,12 @@ def _setting(p: dict) -> str:
     for name in ("bf16", "bucketing"):
         if p.get(name):
             parts.append("bucketed" if name == "bucketing" else name)
-    for name in ("head", "norm", "init", "mask_prob", "last_mask_prob", "weight_decay", "item_dropout",
-                 "sliding_window", "batching", "n_negatives", "optimizer"):
+    for name in ("head", "norm", "init", "mask_prob", "mask_token_share", "last_mask_prob", "weight_decay",
+                 "item_dropout", "sliding_window", "batching", "n_negatives", "optimizer"):
         if name == "n_negatives" and p["loss"] in ("ce", "bce") and "batching" not in p:
             continue  # not used by these losses
+        if name == "mask_token_share" and p.get(name) == 1.0:
+            continue  # the default: every chosen position becomes [mask]
         if name in p and p[name] not in (None, 0.0, "bert"):
             parts.append(f"{name} {p[name]}")
     if "attn_dropout" in p:
