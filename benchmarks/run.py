@@ -66,25 +66,9 @@ CONFIGS = {
                                         "test_NDCG@10_seen_filtered": 0.098, "test_NDCG@10_unfiltered": 0.058}},
         "targets": {"epoch_s": 3.85, "NDCG@10": 0.098, "time_to_best_s": 1020},
     },
-    "ml100k-bert4rec-rectools": {  # RecTools' BERT4Rec choices on our network (see seqrec.nn.bert4rec)
-        "model": "bert4rec", "data": "movielens-100k",
-        "params": {"loss": "ce", "max_len": 200, "dim": 64, "n_heads": 2, "n_blocks": 2, "batch_size": 128,
-                   **RECTOOLS_BERT4REC},
-        "threshold": 0.05,
-        "peers": {"RecTools BERT4Rec": {"epoch_s": 7.7, "best_epoch": 124, "time_to_best_s": 1020,
-                                        "test_NDCG@10_seen_filtered": 0.098, "test_NDCG@10_unfiltered": 0.058}},
-        "targets": {"epoch_s": 3.85, "NDCG@10": 0.098, "time_to_best_s": 1020},
-    },
     "beauty-bert4rec": {
         "model": "bert4rec", "data": "amazon-beauty-bert4rec",
         "params": {"loss": "ce", "max_len": 50, "dim": 64, "n_heads": 2, "n_blocks": 2, "mask_prob": 0.6},
-        "published": {"RecTools BERT4Rec": {"HR@10": 0.0434, "NDCG@10": 0.0242},
-                      "BERT4Rec, Dross paper": {"HR@10": 0.0338, "NDCG@10": 0.0187}},
-        "targets": {"NDCG@10": 0.024},
-    },
-    "beauty-bert4rec-rectools": {
-        "model": "bert4rec", "data": "amazon-beauty-bert4rec",
-        "params": {"loss": "ce", "max_len": 50, "dim": 64, "n_heads": 2, "n_blocks": 2, **RECTOOLS_BERT4REC},
         "published": {"RecTools BERT4Rec": {"HR@10": 0.0434, "NDCG@10": 0.0242},
                       "BERT4Rec, Dross paper": {"HR@10": 0.0338, "NDCG@10": 0.0187}},
         "targets": {"NDCG@10": 0.024},
@@ -107,6 +91,10 @@ CONFIGS = {
         "targets": {"NDCG@10": 0.050, "epoch_s": 30},
     },
 }
+
+# the same settings with RecTools' choices (see seqrec.nn.bert4rec): same data, peers and targets
+for _base in ("ml100k-bert4rec", "beauty-bert4rec"):
+    CONFIGS[f"{_base}-rectools"] = dict(CONFIGS[_base], params={**CONFIGS[_base]["params"], **RECTOOLS_BERT4REC})
 
 
 def training_flops(model, train: seqrec.Interactions) -> tuple[float, float]:
