@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -30,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 import seqrec  # noqa: E402
 from seqrec.ids import PAD  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "datasets"
+# the shared datasets beside the checkout; SEQREC_DATASETS points elsewhere (e.g. a copy carried to a GPU machine)
+DATA = Path(os.environ.get("SEQREC_DATASETS") or ROOT.parent / "shared" / "datasets")
 CEILING_GFLOPS = {"fp32": 110.0, "bf16": 440.0}  # measured matmul ceiling of the 2-core dev machine
 
 # RecTools' BERT4Rec (rectools/models/nn/transformers/bert4rec.py, defaults): its pre-LN layer, tied dot-product
@@ -168,6 +170,8 @@ def model_params(spec: dict, args) -> dict:
     """The configuration's parameters with the command line's on top (see :func:`leave_one_out_parser`)."""
     params = dict(spec["params"], epochs=args.epochs, patience=args.patience, seed=args.seed,
                   device=args.device, progress=not args.quiet)
+    if getattr(args, "time_budget", None) is not None:
+        params["time_budget"] = args.time_budget
     for name in ("dropout", "attn_dropout", "lr", "n_heads", "bf16", "bucketing"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
@@ -188,6 +192,7 @@ def run(name: str, args) -> dict:
     body_flops, head_flops = training_flops(model, train)
     flops = body_flops + head_flops
     precision = "bf16" if args.bf16 else "fp32"
+    ceiling = CEILING_GFLOPS[precision] if args.device == "cpu" else None  # measured here, for the CPU only
     threshold = spec.get("threshold")
     reached = next((r.elapsed for r in history if threshold and r.valid.get("NDCG@10", 0) >= threshold), None)
     tick = time.perf_counter()
@@ -200,12 +205,13 @@ def run(name: str, args) -> dict:
         "model": model.name,
         "command": " ".join(sys.argv),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch_threads": torch.get_num_threads(), "device": args.device},
+                    "torch_threads": torch.get_num_threads(), "device": args.device, "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None},
         "dataset": log.summary(),
         "split": split.card(),
         "params": model.get_params(),
         "train": {
-            "epochs_run": len(history), "best_epoch": best,
+            "epochs_run": len(history), "best_epoch": best, "stop_reason": model.train_result_.stop_reason,
             "seconds_per_epoch_median": round(median_epoch, 2),
             "seconds_per_epoch_mean": round(statistics.mean(epoch_seconds), 2),
             "sequences_per_s": round(statistics.median(r.sequences_per_s for r in history), 1),
@@ -217,9 +223,9 @@ def run(name: str, args) -> dict:
             "transformer_gflop_per_epoch": None if flops != flops else round(body_flops / 1e9, 1),
             "output_layer_gflop_per_epoch": None if flops != flops else round(head_flops / 1e9, 1),
             "achieved_gflops": None if flops != flops else round(flops / 1e9 / median_epoch, 1),
-            "ceiling_gflops": CEILING_GFLOPS[precision], "precision": precision,
-            "fraction_of_ceiling": None if flops != flops else
-            round(flops / 1e9 / median_epoch / CEILING_GFLOPS[precision], 3),
+            "ceiling_gflops": ceiling, "precision": precision,
+            "fraction_of_ceiling": None if flops != flops or ceiling is None else
+            round(flops / 1e9 / median_epoch / ceiling, 3),
         },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "test_seen_filtered": filtered["metrics"],
@@ -244,6 +250,8 @@ def leave_one_out_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop training after the first epoch that ends past this wall time (then test)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--attn-dropout", type=float, default=None)

@@ -27,7 +27,10 @@ import torch.nn.functional as F
 
 from seqrec.errors import choose
 
-_CHUNK_ELEMENTS = 1 << 19  # logits per chunk (2 MiB in fp32, the L2 size here): keeps each chunk in cache
+_CHUNK_ELEMENTS = 1 << 19  # logits per chunk on a CPU (2 MiB in fp32, the L2 size here): keeps each chunk in cache
+# on a GPU each chunk costs a handful of kernel launches, and a few hundred chunks per step would leave the
+# device idle between them: there a chunk may hold 2^27 logits (512 MiB in fp32), one or two per step
+_CHUNK_ELEMENTS_GPU = 1 << 27
 
 
 def bce(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
@@ -104,7 +107,7 @@ class _FusedCE(torch.autograd.Function):
         b = bias.detach().float()
         w = weight.detach().to(compute_dtype)
         m = hidden.shape[0]
-        chunks = _chunks(m, weight.shape[0])
+        chunks = _chunks(m, weight.shape[0], hidden.device)
         buf = torch.empty(m, chunks[0].stop - chunks[0].start, dtype=compute_dtype, device=hidden.device)
         lse_parts = torch.empty(m, len(chunks), dtype=torch.float32, device=hidden.device)
         for j, sl in enumerate(chunks):
@@ -125,7 +128,7 @@ class _FusedCE(torch.autograd.Function):
         scale = grad_out / hidden.shape[0]
         h, w = hidden.to(dtype), weight.to(dtype)
         m = hidden.shape[0]
-        chunks = _chunks(m, weight.shape[0])
+        chunks = _chunks(m, weight.shape[0], hidden.device)
         buf = torch.empty(m, chunks[0].stop - chunks[0].start, dtype=torch.float32, device=hidden.device)
         grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
         grad_w = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
@@ -162,8 +165,10 @@ def _chunk_logits(h, w, sl, buf):
     return torch.mm(h, w[sl].T, out=out)
 
 
-def _chunks(m: int, n: int):
-    size = max(128, _CHUNK_ELEMENTS // max(m, 1))
+def _chunks(m: int, n: int, device: torch.device | str = "cpu"):
+    """Slices of the ``n`` items, each small enough that an [m, chunk] block of logits fits the budget."""
+    budget = _CHUNK_ELEMENTS if torch.device(device).type == "cpu" else _CHUNK_ELEMENTS_GPU
+    size = max(128, budget // max(m, 1))
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 

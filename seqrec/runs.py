@@ -80,6 +80,7 @@ class RunConfig:
     bucketing: bool | None = None
     epochs: int | None = None
     patience: int | None = None
+    time_budget: float | None = None
     seed: int = 0
     device: str = "cpu"
     bf16: bool | None = None
@@ -105,8 +106,8 @@ class RunConfig:
              "attn_dropout": float, "item_dropout": float, "sliding_window": float, "dropout_embed": float,
              "dropout_hidden": float, "n_negatives": int, "sample_alpha": float, "logq": float, "bpreg": float,
              "elu": float, "batching": str, "optimizer": str, "lr": float, "weight_decay": float, "momentum": float,
-             "batch_size": int, "bucketing": bool, "epochs": int, "patience": int, "bf16": bool, "exclude_seen": bool,
-             "sep": str, "recommendations": str}
+             "batch_size": int, "bucketing": bool, "epochs": int, "patience": int, "time_budget": float,
+             "bf16": bool, "exclude_seen": bool, "sep": str, "recommendations": str}
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -153,7 +154,7 @@ MODEL_OPTIONS = ("loss", "max_len", "dim", "n_heads", "n_blocks", "n_layers", "e
                  "mask_prob", "mask_token_share", "last_mask_prob", "dropout", "attn_dropout", "item_dropout",
                  "sliding_window", "dropout_embed", "dropout_hidden", "n_negatives", "sample_alpha", "logq", "bpreg",
                  "elu", "batching", "optimizer", "lr", "weight_decay", "momentum", "batch_size", "bucketing", "epochs",
-                 "patience", "seed", "device", "bf16", "progress")
+                 "patience", "time_budget", "seed", "device", "bf16", "progress")
 
 
 def build_model(config: RunConfig) -> SequentialRecommender:
@@ -187,6 +188,7 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
     result = evaluate_run(out, config, model=model)
     result["training"] = {"best_epoch": model.train_result_.best_epoch,
                           "epochs_run": len(model.train_result_.history),
+                          "stop_reason": model.train_result_.stop_reason,
                           "train_seconds": sum(r.seconds for r in model.train_result_.history),
                           "wall_seconds": model.train_result_.history[-1].elapsed}
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

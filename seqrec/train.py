@@ -33,9 +33,10 @@ class TrainResult:
     history: list[EpochRecord]
     best_epoch: int
     best_metric: float | None
+    stop_reason: str = "epochs"  # "epochs" (ran them all), "patience" (early stop) or "time_budget"
 
     def to_dict(self) -> dict:
-        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
+        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric, "stop_reason": self.stop_reason,
                 "epochs": [asdict(r) for r in self.history]}
 
 
@@ -43,14 +44,18 @@ def train_loop(net: torch.nn.Module, batches: Callable[[torch.Generator], Iterab
                step_loss: Callable[[object], torch.Tensor], validate: Callable[[], dict] | None, *,
                epochs: int, patience: int, lr: float, generator: torch.Generator,
                metric: str = "NDCG@10", betas=(0.9, 0.98), progress: bool = True,
-               optimizer: torch.optim.Optimizer | None = None) -> TrainResult:
+               optimizer: torch.optim.Optimizer | None = None, time_budget: float | None = None) -> TrainResult:
     """Train with ``optimizer`` (default: Adam, one fused kernel for all parameters); after each epoch
     validate, keep the best weights, stop after ``patience`` epochs without improvement of ``metric``;
-    the network ends holding the best weights."""
+    the network ends holding the best weights.
+
+    ``time_budget`` (seconds of wall time, validation included) stops training after the first epoch that
+    ends past it; an epoch is never cut short, so the run can overshoot by up to one epoch.
+    """
     if optimizer is None:
         optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=True)
     history: list[EpochRecord] = []
-    best_metric, best_epoch, best_state = None, 0, None
+    best_metric, best_epoch, best_state, stop_reason = None, 0, None, "epochs"
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         net.train()
@@ -83,15 +88,20 @@ def train_loop(net: torch.nn.Module, batches: Callable[[torch.Generator], Iterab
                  record.sequences_per_s, f", valid {metric} {value:.4f}" if value is not None else "")
         if value is None:
             best_epoch = epoch
-            continue
-        if best_metric is None or value > best_metric:
+        elif best_metric is None or value > best_metric:
             best_metric, best_epoch = value, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         elif epoch - best_epoch >= patience:
             log.info("early stop: no %s gain for %d epochs; best epoch %d (%.4f)", metric, patience,
                      best_epoch, best_metric)
+            stop_reason = "patience"
+            break
+        if time_budget is not None and record.elapsed >= time_budget and epoch < epochs:
+            log.info("time budget of %.0f s spent after epoch %d (%.0f s); best epoch %d", time_budget, epoch,
+                     record.elapsed, best_epoch)
+            stop_reason = "time_budget"
             break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    return TrainResult(history, best_epoch, best_metric)
+    return TrainResult(history, best_epoch, best_metric, stop_reason)

@@ -86,6 +86,19 @@ def test_config_file_with_flags_winning(tmp_path, capsys):
     assert "unknown option(s) ['learning_rate']" in err and "'lr'" in err
 
 
+def test_time_budget_flag_stops_training_and_is_reported(tmp_path, capsys):
+    data = tmp_path / "log.csv"
+    cyclic_frame(n_users=30).to_csv(data, index=False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--max-len", "8", "--epochs", "5", "--time-budget", "1e-6",
+                 "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["epochs_run"] == 1 and metrics["training"]["stop_reason"] == "time_budget"
+    assert json.loads((out / "config.json").read_text())["params"]["time_budget"] == 1e-6
+    assert main(["train", "--data", str(data), "--time-budget", "soon", "--out", str(out)]) == 2
+    assert "--time-budget" in capsys.readouterr().err
+
+
 def test_bad_data_is_a_clean_error(tmp_path, capsys):
     data = tmp_path / "log.csv"
     data.write_text("user_id,item_id,when\n1,2,3\n")

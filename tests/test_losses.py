@@ -15,11 +15,20 @@ def test_ce_of_uniform_logits_is_log_n():
     assert losses.ce_logits(torch.zeros(5, n), targets).item() == pytest.approx(math.log(n), rel=1e-6)
 
 
-def test_fused_ce_matches_plain_cross_entropy_value_and_gradients():
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="needs a CUDA device"))]
+
+
+@pytest.mark.parametrize("small_chunks", [False, True])
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_ce_matches_plain_cross_entropy_value_and_gradients(device, small_chunks, monkeypatch):
+    if small_chunks:  # many chunks (the last one narrower) on either device
+        monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 37 * 300)
+        monkeypatch.setattr(losses, "_CHUNK_ELEMENTS_GPU", 37 * 300)
     torch.manual_seed(0)
-    hidden = torch.randn(37, 16, requires_grad=True)
-    weight = torch.randn(5000, 16, requires_grad=True)  # several item chunks
-    targets = torch.randint(0, 5000, (37,))
+    hidden = torch.randn(37, 16, device=device, requires_grad=True)
+    weight = torch.randn(5000, 16, device=device, requires_grad=True)  # several item chunks on a CPU
+    targets = torch.randint(0, 5000, (37,), device=device)
     fused = losses.ce(hidden, weight, targets)
     fused.backward()
     grads = hidden.grad.clone(), weight.grad.clone()
@@ -29,6 +38,17 @@ def test_fused_ce_matches_plain_cross_entropy_value_and_gradients():
     assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
     assert torch.allclose(grads[0], hidden.grad, atol=1e-6)
     assert torch.allclose(grads[1], weight.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("m, n", [(1, 10), (37, 5000), (3000, 54542), (20000, 54542)])
+def test_ce_chunks_cover_the_catalogue_once_within_the_device_budget(m, n):
+    for device, budget in (("cpu", losses._CHUNK_ELEMENTS), ("cuda", losses._CHUNK_ELEMENTS_GPU)):
+        chunks = losses._chunks(m, n, device)
+        assert chunks[0].start == 0 and chunks[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+        assert all(m * (c.stop - c.start) <= max(budget, 128 * m) for c in chunks)
+    # a GPU step over the Beauty catalogue takes one or two chunks, not hundreds of kernel rounds
+    assert len(losses._chunks(3000, 54542, "cuda:0")) == 2 and len(losses._chunks(3000, 54542, "cpu")) > 100
 
 
 def test_fused_ce_in_bf16_is_close():

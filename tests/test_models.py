@@ -137,6 +137,46 @@ def test_training_history_is_recorded(fitted):
     assert result.best_epoch >= 1 and len(result.history) >= result.best_epoch
     record = result.history[0]
     assert record.loss > 0 and record.seconds > 0 and "NDCG@10" in record.valid
+    assert result.stop_reason == "epochs"  # the tiny models' patience equals their epochs
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_time_budget_stops_after_the_epoch_that_spends_it(family, cyclic_split):
+    train, valid, _ = cyclic_split
+    model = FAMILIES[family](epochs=5, patience=5, time_budget=1e-6).fit(train, valid=valid)
+    result = model.train_result_
+    assert len(result.history) == 1 and result.best_epoch == 1 and result.stop_reason == "time_budget"
+    roomy = FAMILIES[family](epochs=2, patience=2, time_budget=3600).fit(train, valid=valid).train_result_
+    assert len(roomy.history) == 2 and roomy.stop_reason == "epochs"
+    for bad in (0, -5.0):
+        with pytest.raises(ConfigError, match="time_budget must be a positive number of seconds"):
+            FAMILIES[family](time_budget=bad).fit(train)
+
+
+def test_early_stop_is_reported(cyclic_split):
+    train, valid, _ = cyclic_split
+    result = tiny_sasrec(epochs=40, patience=1, lr=1.0).fit(train, valid=valid).train_result_  # lr 1: no gain
+    assert result.stop_reason == "patience" and len(result.history) < 40
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+@pytest.mark.parametrize("make", MODELS)
+def test_learns_on_cuda_and_loads_on_cpu(make, cyclic_split, tmp_path):
+    """Every model and loss trains on a GPU (run on a GPU machine: pytest tests -k cuda) and its saved
+    weights score the same on a CPU."""
+    train, valid, test = cyclic_split
+    model = make(n_negatives=8)
+    model.device = "cuda"
+    model.fit(train, valid=valid)
+    assert next(model.net_.parameters()).is_cuda
+    assert seqrec.evaluate(model, test, k=(1,))["metrics"]["HR@1"] >= 0.9
+    windows = test.histories(model.max_len)[:64]
+    on_gpu = model.score_windows(windows)
+    on_cpu = seqrec.models.load(model.save(tmp_path / "run"), device="cpu").score_windows(windows)
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-3, rtol=1e-3)
 
 
 def test_windows_hold_pad_left():

@@ -55,6 +55,8 @@ class SequentialRecommender:
         if valid is not None and valid.log.n_items != train.n_items:
             raise DataError("the validation set was built from other data than the training set")
         choose("device", self.device.split(":")[0], DEVICES)
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ConfigError(f"time_budget must be a positive number of seconds, got {self.time_budget}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
         self.vocab_, self.histories_ = train.vocab, train
@@ -73,7 +75,7 @@ class SequentialRecommender:
             self.train_result_ = train_loop(self.net_, batches, n_batches, step_loss, validate,
                                             epochs=self.epochs, patience=self.patience, lr=self.lr,
                                             generator=generator, progress=self.progress,
-                                            optimizer=self._make_optimizer())
+                                            optimizer=self._make_optimizer(), time_budget=self.time_budget)
         return self
 
     def set_histories(self, log: Interactions) -> "SequentialRecommender":
@@ -251,7 +253,8 @@ class SequentialRecommender:
         history = directory / "history.json"
         if history.is_file():
             data = json.loads(history.read_text())
-            model.train_result_ = TrainResult([], data["best_epoch"], data["best_metric"])
+            model.train_result_ = TrainResult([], data["best_epoch"], data["best_metric"],
+                                              data.get("stop_reason", "epochs"))
         return model
 
     def _check_fitted(self) -> None:

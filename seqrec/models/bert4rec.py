@@ -71,14 +71,16 @@ class BERT4Rec(SequentialRecommender):
                  mask_prob: float = 0.2, mask_token_share: float = 1.0, last_mask_prob: float = 0.0,
                  n_negatives: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 128, bucketing: bool = False, epochs: int = 400, patience: int = 20,
-                 seed: int = 0, device: str = "cpu", bf16: bool = False, progress: bool = True):
+                 time_budget: float | None = None, seed: int = 0, device: str = "cpu", bf16: bool = False,
+                 progress: bool = True):
         self.loss, self.max_len, self.dim, self.n_heads, self.n_blocks = loss, max_len, dim, n_heads, n_blocks
         self.dropout, self.attn_dropout, self.head, self.norm = dropout, attn_dropout, head, norm
         self.init, self.item_dropout, self.sliding_window = init, item_dropout, sliding_window
         self.mask_prob, self.mask_token_share, self.last_mask_prob = mask_prob, mask_token_share, last_mask_prob
         self.n_negatives = n_negatives
         self.lr, self.weight_decay, self.batch_size, self.bucketing = lr, weight_decay, batch_size, bucketing
-        self.epochs, self.patience, self.seed, self.device = epochs, patience, seed, device
+        self.epochs, self.patience, self.time_budget = epochs, patience, time_budget
+        self.seed, self.device = seed, device
         self.bf16, self.progress = bf16, progress
 
     def _build_net(self, n_items: int) -> BERT4RecNet:

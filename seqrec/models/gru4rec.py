@@ -62,7 +62,8 @@ class GRU4Rec(SequentialRecommender):
                  embedding: int = 0, dropout_embed: float = 0.0, dropout_hidden: float = 0.0,
                  n_negatives: int = 2048, sample_alpha: float = 0.5, logq: float = 0.0, bpreg: float = 1.0,
                  elu: float = 0.5, optimizer: str = "adagrad_m", lr: float = 0.05, momentum: float = 0.0,
-                 batch_size: int = 64, max_len: int = 50, epochs: int = 10, patience: int = 3, seed: int = 0,
+                 batch_size: int = 64, max_len: int = 50, epochs: int = 10, patience: int = 3,
+                 time_budget: float | None = None, seed: int = 0,
                  device: str = "cpu", progress: bool = True):
         self.loss, self.batching, self.dim, self.n_layers, self.embedding = loss, batching, dim, n_layers, embedding
         self.dropout_embed, self.dropout_hidden = dropout_embed, dropout_hidden
@@ -70,7 +71,8 @@ class GRU4Rec(SequentialRecommender):
             n_negatives, sample_alpha, logq, bpreg, elu
         self.optimizer, self.lr, self.momentum = optimizer, lr, momentum
         self.batch_size, self.max_len = batch_size, max_len
-        self.epochs, self.patience, self.seed, self.device, self.progress = epochs, patience, seed, device, progress
+        self.epochs, self.patience, self.time_budget = epochs, patience, time_budget
+        self.seed, self.device, self.progress = seed, device, progress
 
     def _build_net(self, n_items: int) -> GRU4RecNet:
         losses.check_loss(self.loss, self.LOSSES)
@@ -210,8 +212,9 @@ class GRU4RecPlus(GRU4Rec):
                  embedding: int = 0, dropout_embed: float = 0.5, dropout_hidden: float = 0.3,
                  n_negatives: int = 2048, sample_alpha: float = 0.3, logq: float = 0.0, bpreg: float = 0.9,
                  elu: float = 1.0, optimizer: str = "adagrad_m", lr: float = 0.05, momentum: float = 0.15,
-                 batch_size: int = 128, max_len: int = 50, epochs: int = 10, patience: int = 3, seed: int = 0,
+                 batch_size: int = 128, max_len: int = 50, epochs: int = 10, patience: int = 3,
+                 time_budget: float | None = None, seed: int = 0,
                  device: str = "cpu", progress: bool = True):
         super().__init__(loss, batching, dim, n_layers, embedding, dropout_embed, dropout_hidden, n_negatives,
                          sample_alpha, logq, bpreg, elu, optimizer, lr, momentum, batch_size, max_len, epochs,
-                         patience, seed, device, progress)
+                         patience, time_budget, seed, device, progress)

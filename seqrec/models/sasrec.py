@@ -37,11 +37,13 @@ class SASRec(SequentialRecommender):
     def __init__(self, loss: str = "ce", max_len: int = 50, dim: int = 64, n_heads: int = 1, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, n_negatives: int = 256, lr: float = 1e-3,
                  batch_size: int = 128, bucketing: bool = False, epochs: int = 200, patience: int = 10,
-                 seed: int = 0, device: str = "cpu", bf16: bool = False, progress: bool = True):
+                 time_budget: float | None = None, seed: int = 0, device: str = "cpu", bf16: bool = False,
+                 progress: bool = True):
         self.loss, self.max_len, self.dim, self.n_heads, self.n_blocks = loss, max_len, dim, n_heads, n_blocks
         self.dropout, self.attn_dropout, self.n_negatives = dropout, attn_dropout, n_negatives
         self.lr, self.batch_size, self.bucketing = lr, batch_size, bucketing
-        self.epochs, self.patience, self.seed, self.device = epochs, patience, seed, device
+        self.epochs, self.patience, self.time_budget = epochs, patience, time_budget
+        self.seed, self.device = seed, device
         self.bf16, self.progress = bf16, progress
 
     def _build_net(self, n_items: int) -> SASRecNet:
