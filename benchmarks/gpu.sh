@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # One prepared GPU check, sized for a short lease of one GPU machine (the device tool): the CUDA tests, then
-# BERT4Rec configurations on Amazon Beauty and GRU4Rec on Diginetica side by side on the one GPU, each with a
-# training time budget, then the test split. Everything lands in OUT as two files: gpu.log (GPU facts, test
-# output, utilisation samples, each run's log) and results.tar.gz (each run's JSON, as benchmarks/run.py and
-# benchmarks/sessions.py write them).
+# a plan of runs side by side on the one GPU, each with a training time budget, then the test split.
+# Everything lands in OUT as two files: gpu.log (GPU facts, test output, utilisation samples, each run's log)
+# and results.tar.gz (each run's JSON, as benchmarks/run.py and benchmarks/sessions.py write them).
 #
-#   SEQREC_DATASETS=<folder holding copies of the shared datasets> benchmarks/gpu.sh OUT BUDGET_S [DEVICE]
+#   SEQREC_DATASETS=<folder holding copies of the shared datasets> benchmarks/gpu.sh OUT BUDGET_S [PLAN] [DEVICE]
 #
+# PLAN "survey" (run 2026-11-28 with BUDGET_S 360): six BERT4Rec settings on Amazon Beauty and GRU4Rec on
+# Diginetica. PLAN "beauty-long" (default): RecTools' Beauty configuration of BERT4Rec (seeds 0 and 1) and
+# the paper's setting, trained as long as the budget allows (the survey's runs were all still improving).
 # GRACE_S (default 150) bounds what may follow the budget (the last epoch, the test split): past
 # BUDGET_S + GRACE_S the runs still going are stopped, so the script ends in time to hand its files back.
 set -u
-out=${1:?usage: gpu.sh OUT BUDGET_S [DEVICE]}; budget=${2:?BUDGET_S}; device=${3:-cuda}
+out=${1:?usage: gpu.sh OUT BUDGET_S [PLAN] [DEVICE]}; budget=${2:?BUDGET_S}; plan=${3:-beauty-long}
+device=${4:-cuda}
 py=${PYTHON:-python3}
 grace=${GRACE_S:-150}
 work=$(mktemp -d)
@@ -33,16 +36,28 @@ bench() {  # bench TAG CONFIG [options]: one leave-one-out run in the background
   local tag=$1; shift
   $py benchmarks/run.py "$@" "${common[@]}" --tag="$tag" >"$work/$tag.log" 2>&1 &
 }
-# BERT4Rec on Amazon Beauty (attention dropout = dropout, as the reference; 10,000 validation users)
-bench -gpu-paper beauty-bert4rec                                    # the paper's setting (rho 0.6, post-LN)
-bench -gpu-paper-rtlayer beauty-bert4rec --set norm=rectools        # + RecTools' layer (best on ML-100K)
-bench -gpu-paper-256 beauty-bert4rec --set dim=256 --n-heads 4      # the paper's setting, RecTools' size
-bench -gpu-rectools-noidrop beauty-bert4rec-rectools --set item_dropout=0
-bench -gpu-rectools-256 beauty-bert4rec-rectools --set dim=256 --n-heads 4   # RecTools' Beauty configuration
-bench -gpu-rectools-256-noidrop beauty-bert4rec-rectools --set dim=256 --n-heads 4 --set item_dropout=0
-# GRU4Rec, official defaults, Diginetica session protocol: events/s on the GPU
-$py benchmarks/sessions.py diginetica-gru4rec --device "$device" --time-budget "$budget" --quiet \
-    --out-dir "$work" --tag=-gpu >"$work/-gpu-gru4rec.log" 2>&1 &
+case $plan in
+survey)
+  # BERT4Rec on Amazon Beauty (attention dropout = dropout, as the reference; 10,000 validation users)
+  bench -gpu-paper beauty-bert4rec                                  # the paper's setting (rho 0.6, post-LN)
+  bench -gpu-paper-rtlayer beauty-bert4rec --set norm=rectools      # + RecTools' layer (best on ML-100K)
+  bench -gpu-paper-256 beauty-bert4rec --set dim=256 --n-heads 4    # the paper's setting, RecTools' size
+  bench -gpu-rectools-noidrop beauty-bert4rec-rectools --set item_dropout=0
+  bench -gpu-rectools-256 beauty-bert4rec-rectools --set dim=256 --n-heads 4   # RecTools' Beauty configuration
+  bench -gpu-rectools-256-noidrop beauty-bert4rec-rectools --set dim=256 --n-heads 4 --set item_dropout=0
+  # GRU4Rec, official defaults, Diginetica session protocol: events/s on the GPU
+  $py benchmarks/sessions.py diginetica-gru4rec --device "$device" --time-budget "$budget" --quiet \
+      --out-dir "$work" --tag=-gpu >"$work/-gpu-gru4rec.log" 2>&1 &
+  ;;
+beauty-long)
+  bench -gpu-rectools-256-long beauty-bert4rec-rectools --set dim=256 --n-heads 4
+  bench -gpu-rectools-256-long-seed1 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --seed 1
+  bench -gpu-paper-long beauty-bert4rec
+  ;;
+*)
+  echo "unknown plan '$plan'; choose from survey, beauty-long" >&2; exit 2
+  ;;
+esac
 
 # tests that need CUDA (skipped elsewhere), beside the runs
 echo "== pytest -k cuda" >>"$log"

@@ -15,6 +15,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _setting(p: dict) -> str:
     """Loss and the options that set a run apart, in a few words."""
     parts = [p["loss"]]
+    if p.get("dim", 64) != 64 and "n_heads" in p:  # the issue's size is 64; say when a run is larger
+        parts.append(f"dim {p['dim']} / {p['n_heads']} heads")
     for name in ("bf16", "bucketing"):
         if p.get(name):
             parts.append("bucketed" if name == "bucketing" else name)
@@ -46,8 +48,10 @@ def leave_one_out_table() -> list[str]:
                         for name, v in {**r.get("published", {}), **r.get("peers_on_this_machine", {})}.items()
                         if v.get("NDCG@10") or v.get("test_NDCG@10_seen_filtered"))
         gflops = t.get("achieved_gflops")
-        speed = "–" if gflops is None or math.isnan(gflops) else f"{gflops} ({t['fraction_of_ceiling']:.0%})"
-        threads = r.get("machine", {}).get("torch_threads", "")
+        share = t.get("fraction_of_ceiling")
+        speed = "–" if gflops is None or math.isnan(gflops) else f"{gflops}" + (f" ({share:.0%})" if share else "")
+        machine = r.get("machine", {})
+        threads = machine.get("gpu") or machine.get("torch_threads", "")  # GPU runs: the GPU's name
         rows.append(f"| {path.stem} | {model} | {_setting(p)} | {threads} | {t['epochs_run']} ({t['best_epoch']}) "
                     f"| {t['seconds_per_epoch_median']} | {speed} | {t['time_to_best_epoch_s']:.0f} s "
                     f"| {r['test_seen_filtered']['HR@10']:.4f} | {r['test_seen_filtered']['NDCG@10']:.4f} "
@@ -68,7 +72,8 @@ def session_table() -> list[str]:
         split = " / ".join(f"{share.get(k, 0):.0%}" for k in ("forward_and_loss", "backward", "optimizer")) \
             if share else "–"
         setting = _setting(p) + (f", dim {p['dim']}, batch {p['batch_size']}" if "dim" in p else "")
-        rows.append(f"| {path.stem} | {setting} | {r['machine']['torch_threads']} | {t['epochs_run']} ({t['best_epoch']}) "
+        where = r["machine"].get("gpu") or r["machine"]["torch_threads"]
+        rows.append(f"| {path.stem} | {setting} | {where} | {t['epochs_run']} ({t['best_epoch']}) "
                     f"| {t['seconds_per_epoch_median']} | {t['events_per_s']:.0f} | {split} "
                     f"| {t['time_to_best_epoch_s']:.0f} s | {r['test']['Recall@20']:.4f} | {r['test']['MRR@20']:.4f} |")
     return rows

@@ -39,23 +39,30 @@ def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclud
     rng = np.random.default_rng(seed)
     popularity = np.bincount(evalset.log.items - FIRST_ITEM, minlength=n_items) if sampling == "popularity" else None
     sums, n_filtered_targets = {}, 0
-    buffer = torch.empty(min(batch_size, len(evalset)), n_items)  # reused: no page faults per batch
+    # a model on a GPU scores and ranks there (no [R, N] copy to the host); else one reused CPU buffer
+    on_device = str(getattr(model, "device", "cpu")) != "cpu"
+    buffer = None if on_device else torch.empty(min(batch_size, len(evalset)), n_items)  # no page faults
     order = np.argsort(np.minimum(evalset.cuts, model.max_len), kind="stable")  # similar lengths batch together,
     for start in range(0, len(evalset), batch_size):  # so trimmed windows carry little padding
         rows = order[start:start + batch_size]
-        scores = model.score_windows(evalset.histories(model.max_len, rows), out=buffer[:len(rows)])
-        targets = torch.from_numpy(evalset.targets[rows] - FIRST_ITEM)
+        histories = evalset.histories(model.max_len, rows)
+        scores = model.score_windows(histories, on_device=True) if on_device else \
+            model.score_windows(histories, out=buffer[:len(rows)])
+        dev = scores.device
+        targets = torch.from_numpy(evalset.targets[rows] - FIRST_ITEM).to(dev)
         seen_rows, seen_items = evalset.seen(rows)
         if protocol == "full":
             if exclude_seen:
-                scores[torch.from_numpy(seen_rows), torch.from_numpy(seen_items - FIRST_ITEM)] = float("-inf")
+                scores[torch.from_numpy(seen_rows).to(dev), torch.from_numpy(seen_items - FIRST_ITEM).to(dev)] = \
+                    float("-inf")
                 n_filtered_targets += int(torch.isinf(scores.gather(1, targets[:, None])).sum())
             higher, tied = rank_counts(scores, targets, max(ks))
         else:
             negatives = _sample_negatives(rng, n_items, len(targets), n_negatives, seen_rows, seen_items,
                                           evalset.targets[rows], popularity)
-            candidates = torch.cat([targets[:, None], torch.from_numpy(negatives - FIRST_ITEM)], dim=1)
-            higher, tied = rank_counts(scores.gather(1, candidates), torch.zeros(len(targets), dtype=torch.long))
+            candidates = torch.cat([targets[:, None], torch.from_numpy(negatives - FIRST_ITEM).to(dev)], dim=1)
+            higher, tied = rank_counts(scores.gather(1, candidates),
+                                       torch.zeros(len(targets), dtype=torch.long, device=dev))
         for name, values in ranking_metrics(higher, tied, ks, tie_policy).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
     prefix = "sampled_" if protocol == "sampled" else ""

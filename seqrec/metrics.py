@@ -74,6 +74,6 @@ def _cum_rr(r: torch.Tensor) -> torch.Tensor:
 def _cumulative(r: torch.Tensor, gain) -> torch.Tensor:
     """sum_{i=1..r} gain(i) for integer r >= 0 (r is at most the cutoff k, so the table is small)."""
     n = int(r.max().item()) if r.numel() else 0
-    table = torch.cat([torch.zeros(1, dtype=torch.float64),
-                       torch.cumsum(gain(torch.arange(1, n + 1, dtype=torch.float64)), 0)])
+    table = torch.cat([torch.zeros(1, dtype=torch.float64, device=r.device),
+                       torch.cumsum(gain(torch.arange(1, n + 1, dtype=torch.float64, device=r.device)), 0)])
     return table[r.long()]

@@ -73,3 +73,32 @@ def test_repeat_target_is_a_miss_under_seen_filtering():
     result = evaluate(model, test, k=(1,), exclude_seen=True)
     assert result["metrics"]["HR@1"] == 0.0 and result["protocol"]["targets_filtered_as_seen"] == 3
     assert evaluate(model, test, k=(1,), exclude_seen=False)["metrics"]["HR@1"] == 1.0
+
+
+class OnAccelerator:
+    """A model that says it lives on an accelerator: evaluation must ask for its scores where they are
+    (``on_device=True``, no host buffer) and rank them there. Its "device" tensors are CPU ones here, so the
+    device-side ranking code runs on every machine; tests that need CUDA check the real thing."""
+
+    def __init__(self, model):
+        self.model, self.max_len, self.device, self.calls = model, model.max_len, "cuda:0", 0
+
+    def score_windows(self, windows, out=None, on_device=False):
+        assert on_device and out is None
+        self.calls += 1
+        return self.model.score_windows(windows)
+
+
+@pytest.mark.parametrize("protocol", ["full", "sampled"])
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_device_side_ranking_gives_the_host_figures(protocol, exclude_seen):
+    log = seqrec.read_interactions(cyclic_frame(n_users=300, n_items=50, length=8))
+    train, _, test = seqrec.leave_one_out(log)
+    model = seqrec.SASRec(max_len=8, dim=16, epochs=2, patience=2, progress=False).fit(train)
+    wrapped = OnAccelerator(model)
+    options = dict(k=(1, 5, 10), protocol=protocol, exclude_seen=exclude_seen, batch_size=64)
+    on_device = evaluate(wrapped, test, **options)
+    on_host = evaluate(model, test, **options)
+    assert wrapped.calls == 5  # 300 rows in batches of 64
+    assert on_device["metrics"] == pytest.approx(on_host["metrics"], abs=1e-12)
+    assert on_device["protocol"]["targets_filtered_as_seen"] == on_host["protocol"]["targets_filtered_as_seen"]

@@ -88,10 +88,13 @@ class SequentialRecommender:
 
     # ---- scoring -------------------------------------------------------------------------------
     @torch.no_grad()
-    def score_windows(self, item_windows: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+    def score_windows(self, item_windows: np.ndarray, out: torch.Tensor | None = None,
+                      on_device: bool = False) -> torch.Tensor:
         """Scores [R, N] (float32, CPU) of every real item after each left-padded window [R, max_len].
 
         ``out`` (a float32 CPU tensor [R, N]) receives the scores when given, saving an allocation.
+        ``on_device=True`` leaves them on the model's device (a GPU's scores then need no copy to the
+        host: evaluation ranks them there).
         """
         self._check_fitted()
         self.net_.eval()
@@ -100,7 +103,10 @@ class SequentialRecommender:
         x = x[:, x.shape[1] - max(width, 1):].to(self.device)  # trim common left padding
         if self.device == "cpu":
             return self._score_last(x, out)
-        scores = self._score_last(x).float().cpu()
+        scores = self._score_last(x).float()
+        if on_device:
+            return scores
+        scores = scores.cpu()
         return scores if out is None else out.copy_(scores)
 
     def encode_histories(self, histories) -> tuple[list[np.ndarray], list]:

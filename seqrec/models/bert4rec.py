@@ -45,8 +45,10 @@ class BERT4Rec(SequentialRecommender):
     item_dropout=0.2, mask_prob=0.15, mask_token_share=0.8`` (``benchmarks/run.py ml100k-bert4rec-rectools``).
     On MovieLens-100K (max_len 200, dim 64) it gave test NDCG@10 0.094–0.111 over five seeds (mean 0.101),
     and 0.112–0.116 over three seeds (mean 0.114) without the item dropout, against 0.064–0.094 for every
-    variant with the paper's or our pre-LN layer (benchmarks/results/ml100k-bert4rec-*.json); on Beauty it
-    learned more slowly than the paper's setting. The defaults stay the reference's.
+    variant with the paper's or our pre-LN layer (benchmarks/results/ml100k-bert4rec-*.json). On Beauty, at
+    dim 64 it learned more slowly than the paper's setting; at RecTools' Beauty size (``dim=256,
+    n_heads=4``, on a GPU) it was the best after ~40 epochs (test NDCG@10 0.019–0.021, still rising;
+    benchmarks/results/beauty-bert4rec-*gpu*.json). The defaults stay the reference's.
 
     ``sliding_window`` (the reference's ``prop_sliding_window``; its scripts use 0.5): a history longer
     than ``max_len`` also gives windows starting ``sliding_window * max_len`` items apart back to its first
