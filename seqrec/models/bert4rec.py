@@ -183,10 +183,14 @@ class BERT4Rec(SequentialRecommender):
                 negative = logits(hidden, negatives.to(self.device)[chosen])
                 return weight * losses.bce(positive, negative)
             negatives = samplers.uniform_items(n_items, (len(window), self.n_negatives), generator).to(self.device)
+            # one [L, D] x [D, K] product per window, as SASRec: gathering K embeddings for every masked
+            # position instead ([M, K, D]) moved several times the memory for the same logits
+            dense = hidden.new_zeros(window.shape + (hidden.shape[1],))
+            dense[chosen] = hidden
+            negative = torch.bmm(dense, net.table()[negatives].transpose(1, 2))[chosen]  # [M, K]
             rows = chosen.nonzero()[:, 0]  # window of each masked position
-            negative = torch.bmm(hidden[:, None, :], net.table()[negatives[rows]].transpose(1, 2))[:, 0]
             if bias is not None:
-                negative = negative + bias[negatives[rows] - FIRST_ITEM]
+                negative = negative + bias[negatives - FIRST_ITEM][rows]
             clash = negatives[rows] == targets[:, None]
             return weight * losses.sampled_ce(positive, negative, clash)
 
