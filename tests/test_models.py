@@ -182,6 +182,8 @@ def test_learns_on_cuda_and_loads_on_cpu(make, cyclic_split, tmp_path):
     assert on_cpu == pytest.approx(on_gpu, abs=2e-3)
     sampled = [seqrec.evaluate(m, test, protocol="sampled", k=(10,))["metrics"] for m in (model, loaded)]
     assert sampled[0] == pytest.approx(sampled[1], abs=2e-3)
+    top = [m.recommend([[1, 2, 3], [20, 21]], k=5) for m in (model, loaded)]  # top-k taken on the GPU
+    assert np.array_equal(top[0][0], top[1][0]) and np.allclose(top[0][1], top[1][1], atol=1e-3)
 
 
 def test_windows_hold_pad_left():

@@ -162,13 +162,14 @@ class SequentialRecommender:
         out_ids, out_scores = [], []
         for s in range(0, len(starts), _SCORE_BATCH):
             st, en = starts[s:s + _SCORE_BATCH], ends[s:s + _SCORE_BATCH]
-            scores = self.score_windows(windows(items, st, en, self.max_len))
+            scores = self.score_windows(windows(items, st, en, self.max_len), on_device=True)  # top-k there
             if exclude_seen:
                 rows, seen = np.repeat(np.arange(len(st)), en - st), items[ranges(st, en - st)]
-                scores[torch.from_numpy(rows), torch.from_numpy(seen - FIRST_ITEM)] = float("-inf")
+                scores[torch.from_numpy(rows).to(scores.device),
+                       torch.from_numpy(seen - FIRST_ITEM).to(scores.device)] = float("-inf")
             top = torch.topk(scores, k, dim=1)
-            out_ids.append(top.indices.numpy() + FIRST_ITEM)
-            out_scores.append(top.values.numpy())
+            out_ids.append(top.indices.cpu().numpy() + FIRST_ITEM)
+            out_scores.append(top.values.cpu().numpy())
         if not out_ids:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
         return np.concatenate(out_ids), np.concatenate(out_scores)
