@@ -9,6 +9,9 @@
 # PLAN "survey" (run 2026-11-28 with BUDGET_S 360): six BERT4Rec settings on Amazon Beauty and GRU4Rec on
 # Diginetica. PLAN "beauty-long" (default): RecTools' Beauty configuration of BERT4Rec (seeds 0 and 1) and
 # the paper's setting, trained as long as the budget allows (the survey's runs were all still improving).
+# On a machine without ../shared: copy the datasets a plan reads (amazon-beauty-bert4rec, movielens-100k,
+# diginetica-sessions-dynamicrec) into a git-ignored folder of the checkout, e.g. .gpu-data/ listed in
+# .git/info/exclude, carry it, and set SEQREC_DATASETS=$PWD/.gpu-data (their licences forbid committing them).
 # GRACE_S (default 150) bounds what may follow the budget (the last epoch, the test split): past
 # BUDGET_S + GRACE_S the runs still going are stopped, so the script ends in time to hand its files back.
 set -u
