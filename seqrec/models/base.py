@@ -90,7 +90,8 @@ class SequentialRecommender:
     @torch.no_grad()
     def score_windows(self, item_windows: np.ndarray, out: torch.Tensor | None = None,
                       on_device: bool = False) -> torch.Tensor:
-        """Scores [R, N] (float32, CPU) of every real item after each left-padded window [R, max_len].
+        """Scores [R, N] (float32, on the CPU unless ``on_device``) of every real item after each left-padded
+        window [R, max_len].
 
         ``out`` (a float32 CPU tensor [R, N]) receives the scores when given, saving an allocation.
         ``on_device=True`` leaves them on the model's device (a GPU's scores then need no copy to the
