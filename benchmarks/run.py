@@ -105,22 +105,23 @@ def training_flops(model, train: seqrec.Interactions) -> tuple[float, float]:
 
     Per block and token: Q, K, V and the two feed-forward maps (10·D²) and attention (4·T·D for a batch of
     width T). Output layer: full CE scores every item at every non-padding position (2·N·D per position);
-    bce/sampled_ce score 2 or 1+K items. The fused CE recomputes its logits in the backward pass: that
-    extra quarter is work done but not counted here.
+    bce/sampled_ce score 2 or 1+K items. The fused CE recomputes its logits in the backward pass, and
+    BERT4Rec's sampled CE scores every position of a window against its K negatives to keep the masked
+    ones: that extra work is done but not counted here.
     """
     if model.name not in ("sasrec", "bert4rec"):
         return float("nan"), float("nan")
     batches, _, _ = model._training(train, torch.Generator().manual_seed(model.seed))
     d, n = model.dim, train.n_items
+    scored = {"ce": n, "bce": 2, "sampled_ce": 1 + model.n_negatives}[model.loss]
     if model.name == "bert4rec":  # 24·D² per layer and token (QKV, output, 4x FFN); head on masked positions
         body = head = 0.0
         for _, window in batches(torch.Generator().manual_seed(model.seed)):
             b, t = window.shape
             masked = int((window != PAD).sum()) * model.mask_prob
             body += model.n_blocks * b * t * (24 * d * d + 4 * t * d)
-            head += masked * (n * d * 2 + 2 * d * d)
+            head += masked * (scored * d * 2 + 2 * d * d)
         return 3 * body, 3 * head
-    scored = {"ce": n, "bce": 2, "sampled_ce": 1 + model.n_negatives}[model.loss]
     body = head = 0.0
     for _, window in batches(torch.Generator().manual_seed(model.seed)):
         b, t = window.shape[0], window.shape[1] - 1
