@@ -146,6 +146,8 @@ def parse_sets(items: list[str]) -> dict:
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every benchmark script takes."""
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop training after the first epoch that ends past this wall time (then test)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                         help="any other model parameter, e.g. --set mask_prob=0.6 (repeatable)")
@@ -171,7 +173,7 @@ def model_params(spec: dict, args) -> dict:
     """The configuration's parameters with the command line's on top (see :func:`leave_one_out_parser`)."""
     params = dict(spec["params"], epochs=args.epochs, patience=args.patience, seed=args.seed,
                   device=args.device, progress=not args.quiet)
-    if getattr(args, "time_budget", None) is not None:
+    if args.time_budget is not None:
         params["time_budget"] = args.time_budget
     for name in ("dropout", "attn_dropout", "lr", "n_heads", "bf16", "bucketing"):
         if getattr(args, name) is not None:
@@ -251,8 +253,6 @@ def leave_one_out_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="stop training after the first epoch that ends past this wall time (then test)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--attn-dropout", type=float, default=None)

@@ -137,8 +137,6 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", choices=sorted(CONFIGS))
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="stop training after the first epoch that ends past this wall time (then test)")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--valid-events", type=int, default=10000, help="validation rows used for early stopping")
     add_common_options(parser)

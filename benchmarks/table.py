@@ -1,10 +1,12 @@
 """Render benchmarks/results/*.json as the Markdown tables used in the README.
 
-    .venv/bin/python benchmarks/table.py
+    .venv/bin/python benchmarks/table.py             # print the three tables
+    .venv/bin/python benchmarks/table.py --readme    # replace them in README.md (found by their header rows)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -91,12 +93,31 @@ def gap_table() -> list[str]:
     return rows
 
 
+def replace_tables(text: str, tables: list[list[str]]) -> str:
+    """``text`` with every Markdown table whose header row is one of ``tables``' replaced by that table."""
+    by_header = {table[0]: table for table in tables}
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        if lines[i] in by_header:
+            out.extend(by_header[lines[i]])
+            while i < len(lines) and lines[i].startswith("|"):
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
 def main() -> None:
-    print("\n".join(leave_one_out_table()))
-    print()
-    print("\n".join(session_table()))
-    print()
-    print("\n".join(gap_table()))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readme", nargs="?", const=RESULTS.parents[1] / "README.md", type=Path, default=None,
+                        metavar="PATH", help="rewrite the tables in this file (default README.md) instead of printing")
+    args = parser.parse_args()
+    tables = [leave_one_out_table(), session_table(), gap_table()]
+    if args.readme is None:
+        print("\n\n".join("\n".join(table) for table in tables))
+    else:
+        args.readme.write_text(replace_tables(args.readme.read_text(), tables))
 
 
 if __name__ == "__main__":
