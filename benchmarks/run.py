@@ -188,11 +188,27 @@ def run(name: str, args) -> dict:
     split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
     train, valid, test = split
     model = seqrec.models.MODELS[spec.get("model", "sasrec")](**model_params(spec, args))
-    model.fit(train, valid=valid)
+    refit = None
+    if args.refit_epochs:  # the epochs were chosen by an earlier selection run with the same settings
+        model.epochs = args.refit_epochs
+        model.fit(split.train_valid)
+        refit = {"on": "train+valid", "epochs": args.refit_epochs, "selection": "given by --refit-epochs"}
+    else:
+        model.fit(train, valid=valid)
+        if args.refit:
+            selected = model
+            model = selected.refit(split.train_valid)
+            refit = {"on": "train+valid", "epochs": selected.train_result_.best_epoch,
+                     "selection": {**model.refit_of_,
+                                   "wall_s": round(selected.train_result_.history[-1].elapsed, 1),
+                                   "test_seen_filtered": seqrec.evaluate(selected, test, k=(10, 20))["metrics"],
+                                   "history": _history(selected.train_result_.history)}}
+    if refit is not None:
+        refit["n_train_valid_events"] = int(split.train_valid_lengths.sum())
     history = model.train_result_.history
     best = model.train_result_.best_epoch
     epoch_seconds = [r.seconds for r in history]
-    body_flops, head_flops = training_flops(model, train)
+    body_flops, head_flops = training_flops(model, train if refit is None else split.train_valid)
     flops = body_flops + head_flops
     precision = "bf16" if args.bf16 else "fp32"
     ceiling = CEILING_GFLOPS[precision] if args.device == "cpu" else None  # measured here, for the CPU only
@@ -238,13 +254,18 @@ def run(name: str, args) -> dict:
         "published": spec.get("published", {}),
         "peers_on_this_machine": spec.get("peers", {}),
         "targets": spec.get("targets", {}),
-        "history": [{"epoch": r.epoch, "loss": round(r.loss, 4), "seconds": round(r.seconds, 2),
-                     "elapsed": round(r.elapsed, 1), **{k: round(v, 4) for k, v in r.valid.items()}}
-                    for r in history],
+        "history": _history(history),
     }
+    if refit is not None:  # the model measured above is the refit; "train" describes its training
+        result["refit"] = refit
     if "epoch_s" in result["targets"]:
         result["speed_vs_target"] = {"epoch_s": round(median_epoch, 2), "target": result["targets"]["epoch_s"]}
     return result
+
+
+def _history(history) -> list[dict]:
+    return [{"epoch": r.epoch, "loss": round(r.loss, 4), "seconds": round(r.seconds, 2),
+             "elapsed": round(r.elapsed, 1), **{k: round(v, 4) for k, v in r.valid.items()}} for r in history]
 
 
 def leave_one_out_parser(description: str) -> argparse.ArgumentParser:
@@ -261,6 +282,12 @@ def leave_one_out_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--bf16", action="store_true", default=None)
     parser.add_argument("--bucketing", action="store_true", default=None,
                         help="length-bucketed batches (faster, see SASRec doc)")
+    refit = parser.add_mutually_exclusive_group()
+    refit.add_argument("--refit", action="store_true",
+                       help="after early stopping, retrain on train + validation for the best epoch count and "
+                            "test that model (the selection run's test figures are kept under 'refit')")
+    refit.add_argument("--refit-epochs", type=int, default=None, metavar="N",
+                       help="skip selection: train on train + validation for N epochs (chosen by an earlier run)")
     add_common_options(parser)
     return parser
 

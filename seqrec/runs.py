@@ -84,6 +84,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     bf16: bool | None = None
+    refit: bool = False  # after early stopping, retrain on train + validation for the chosen epochs
     # evaluation and outputs
     k: list = field(default_factory=lambda: [10, 20])
     exclude_seen: bool | None = None  # None: True, except for the session protocol (False, as GRU4Rec papers)
@@ -177,9 +178,16 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
         raise ConfigError("no run directory: give --out RUN_DIR")
     split = read_and_split(config)
     model = build_model(config).fit(split.train, valid=split.valid, exclude_seen=config.filter_seen)
+    selection = None
+    if config.refit:
+        selection = model.train_result_
+        log.info("refit on training + validation data for %d epochs (the best of the selection run)",
+                 selection.best_epoch)
+        model = model.refit(split.train_valid)
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     out = model.save(config.out)
-    np.savez(out / "split.npz", train_lengths=split.train_lengths, valid_users=split.valid.users,
+    np.savez(out / "split.npz", train_lengths=split.train_lengths, train_valid_lengths=split.train_valid_lengths,
+             valid_users=split.valid.users,
              valid_cuts=split.valid.cuts, test_users=split.test.users, test_cuts=split.test.cuts)
     saved = json.loads((out / "config.json").read_text())
     saved.update({"run": config.to_dict(), "split": split.card(), "data": split.log.summary(),
@@ -191,6 +199,14 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
                           "stop_reason": model.train_result_.stop_reason,
                           "train_seconds": sum(r.seconds for r in model.train_result_.history),
                           "wall_seconds": model.train_result_.history[-1].elapsed}
+    if selection is not None:  # the model evaluated is the refit; its epochs were chosen by this run
+        result["training"]["refit_on"] = "train+valid"
+        result["training"]["n_train_valid_events"] = int(split.train_valid_lengths.sum())
+        result["training"]["selection"] = {"best_epoch": selection.best_epoch,
+                                           "best_valid_metric": selection.best_metric,
+                                           "epochs_run": len(selection.history),
+                                           "stop_reason": selection.stop_reason,
+                                           "wall_seconds": selection.history[-1].elapsed}
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if config.recommendations:
         write_recommendations(model, "all", config.rec_k, config.filter_seen, config.recommendations)

@@ -99,6 +99,21 @@ def test_time_budget_flag_stops_training_and_is_reported(tmp_path, capsys):
     assert "--time-budget" in capsys.readouterr().err
 
 
+def test_refit_flag_retrains_on_train_and_valid_and_reports_the_selection(tmp_path):
+    data = tmp_path / "log.csv"
+    cyclic_frame(n_users=30).to_csv(data, index=False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--max-len", "8", "--epochs", "3", "--patience", "3",
+                 "--refit", "true", "--out", str(out), "--no-progress"]) == 0
+    training = json.loads((out / "metrics.json").read_text())["training"]
+    selection = training["selection"]
+    assert training["refit_on"] == "train+valid" and selection["epochs_run"] == 3
+    assert training["epochs_run"] == selection["best_epoch"]  # the saved model trained for the chosen epochs
+    assert training["n_train_valid_events"] == 30 * 11  # every event but each user's test target
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["epochs"]) == selection["best_epoch"] and not history["epochs"][-1]["valid"]
+
+
 def test_bad_data_is_a_clean_error(tmp_path, capsys):
     data = tmp_path / "log.csv"
     data.write_text("user_id,item_id,when\n1,2,3\n")

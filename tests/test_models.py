@@ -120,6 +120,26 @@ def test_refit_starts_fresh(cyclic_split):
     assert torch.equal(first, second)
 
 
+@pytest.mark.parametrize("make", [tiny_sasrec, tiny_bert4rec, tiny_gru4rec])
+def test_refit_trains_a_fresh_model_for_the_selected_epochs_on_train_and_valid(make):
+    split = seqrec.leave_one_out(seqrec.read_interactions(cyclic_frame(n_users=64)), valid_users=20)
+    selected = make(epochs=3, patience=3, time_budget=1e6).fit(split.train, valid=split.valid)
+    selected.train_result_.best_epoch = 2  # as if validation had chosen epoch 2
+    before = selected.score_windows(split.test.histories(10))
+    refit = selected.refit(split.train_valid)
+    assert refit is not selected and refit.epochs == 2 and refit.time_budget is None
+    assert len(refit.train_result_.history) == 2 and not refit.train_result_.history[-1].valid  # no validation
+    assert refit.refit_of_ == {"best_epoch": 2, "best_valid_metric": selected.train_result_.best_metric,
+                               "epochs_run": 3, "stop_reason": "epochs"}
+    assert {k: v for k, v in refit.get_params().items() if k not in ("epochs", "time_budget")} == \
+        {k: v for k, v in selected.get_params().items() if k not in ("epochs", "time_budget")}
+    assert torch.equal(selected.score_windows(split.test.histories(10)), before)  # the selected model is untouched
+    # trained on more data than the selected model: the same seed and epochs on train alone differ
+    alone = make(epochs=2, patience=3).fit(split.train)
+    assert not torch.equal(alone.score_windows(split.test.histories(10)),
+                           refit.score_windows(split.test.histories(10)))
+
+
 def test_not_fitted_and_bad_options():
     with pytest.raises(NotFittedError, match="fit"):
         tiny_sasrec().recommend([[1]])

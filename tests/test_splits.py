@@ -24,6 +24,16 @@ def test_leave_one_out_targets_histories_and_short_users():
     assert list(decode(test.histories(3)[0])) == [10, 11, 12]  # the test history includes the valid item
     rows, items = test.seen()
     assert list(rows) == [0, 0, 0, 1, 1] and list(decode(items)) == [10, 11, 12, 20, 21]
+    # refitting adds every validation event back, never a test target
+    assert list(decode(split.train_valid.items)) == [10, 11, 12, 20, 21, 30, 31]
+
+
+def test_train_valid_adds_the_validation_event_of_every_user_even_outside_a_sampled_subset():
+    log = seqrec.read_interactions(pd.DataFrame({"user_id": np.repeat(np.arange(50), 4),
+                                                 "item_id": np.arange(200) % 7, "timestamp": np.arange(200)}))
+    split = seqrec.leave_one_out(log, valid_users=10, seed=1)
+    assert split.train.n_events == 100 and split.train_valid.n_events == 150
+    assert np.array_equal(split.train_valid.lengths, split.test.cuts)  # each user's events before the test one
 
 
 def test_leave_one_out_valid_subset_is_seeded():
@@ -49,6 +59,7 @@ def test_temporal_split_uses_only_events_before_the_boundary():
     train = split.train
     assert np.all(train.times < 7)
     assert list(decode(split.valid.targets)) == [12]  # only user 1 has 3 training events
+    assert np.all(split.train_valid.times < 7) and split.train_valid.n_events == split.train.n_events + 1
     assert split.params["events_after_boundary_unused"] == 0
 
 
@@ -80,6 +91,7 @@ def test_session_split_predicts_every_next_event_of_the_last_sessions():
     assert card["kind"] == "session" and card["n_test"] == 2
     assert set(log.vocab.users[np.unique(split.valid.users)]) == {7}
     assert split.train_lengths.tolist() == [3] * 7 + [0, 0, 0]  # valid and test sessions never train
+    assert split.train_valid_lengths.tolist() == [3] * 8 + [0, 0]  # a refit adds the validation session
 
 
 def test_session_split_by_days():

@@ -53,10 +53,21 @@ class Split:
     test: EvalSet
     kind: str
     params: dict
+    train_valid_lengths: np.ndarray | None = None  # [U] training events plus every validation event
 
     @property
     def train(self) -> Interactions:
         return self.log.prefix(self.train_lengths)
+
+    @property
+    def train_valid(self) -> Interactions:
+        """Training data with the validation events added back, for refitting a model whose epochs were
+        chosen on the validation set (:meth:`SequentialRecommender.refit`): leave-one-out, every user's
+        events but the last (also for users outside a sampled validation subset); temporal, every event
+        before the boundary; session, the training and validation sessions. Never a test target."""
+        if self.train_valid_lengths is None:
+            raise DataError(f"this {self.kind} split does not define its training + validation data")
+        return self.log.prefix(self.train_valid_lengths)
 
     def __iter__(self):
         return iter((self.train, self.valid, self.test))
@@ -81,7 +92,7 @@ def leave_one_out(log: Interactions, valid_users: int | None = None, seed: int =
     test = EvalSet(log, eligible, n[eligible] - 1, "test")
     params = {"valid_users": valid_users, "seed": seed,
               "users_train_only": int((n < 3).sum())}
-    return Split(log, train_lengths, valid, test, "leave_one_out", params)
+    return Split(log, train_lengths, valid, test, "leave_one_out", params, np.where(n >= 3, n - 1, n))
 
 
 def temporal_split(log: Interactions, quantile: float = 0.9, valid_users: int | None = None,
@@ -109,7 +120,7 @@ def temporal_split(log: Interactions, quantile: float = 0.9, valid_users: int | 
     params = {"quantile": quantile, "boundary": boundary, "valid_users": valid_users, "seed": seed,
               "events_after_boundary_unused": int((n - n_before).sum() - len(test_users)),
               "users_after_boundary_without_history": int(((n_before == 0) & (n > 0)).sum())}
-    return Split(log, train_lengths, valid, test, "temporal", params)
+    return Split(log, train_lengths, valid, test, "temporal", params, n_before)
 
 
 def session_split(log: Interactions, test_fraction: float = 0.1, days: float | None = None,
@@ -172,7 +183,7 @@ def session_split(log: Interactions, test_fraction: float = 0.1, days: float | N
               "eval_events_removed_unknown_item": int((~keep).sum()),
               "eval_sessions_dropped_short": int(((role > 0) & (n > 0) & (lengths < 2)).sum()),
               "predicts": "every next event of each session from its prefix"}
-    return Split(filtered, train_lengths, valid, test, "session", params)
+    return Split(filtered, train_lengths, valid, test, "session", params, np.where(role <= 1, lengths, 0))
 
 
 def _sample(evalset: EvalSet, size: int | None, seed: int) -> EvalSet:

@@ -78,6 +78,24 @@ class SequentialRecommender:
                                             optimizer=self._make_optimizer(), time_budget=self.time_budget)
         return self
 
+    def refit(self, train) -> "SequentialRecommender":
+        """A fresh model with these parameters, trained on ``train`` (usually ``split.train_valid``, the
+        training data with the validation events added back) for exactly the epochs that validation chose
+        for this one (its best epoch), with no validation and no early stopping.
+
+        This is how the BERT4Rec reference measures (its data generator trains on every item but the test
+        one), and how a model is deployed after model selection: the validation events are the most recent
+        data, so a final model should learn from them too. The returned model's ``refit_of_`` records the
+        selection (best epoch, its validation metric, epochs run); ``time_budget`` is not carried over (the
+        epoch count is already fixed)."""
+        self._check_fitted()
+        selected = self.train_result_
+        params = {**self.get_params(), "epochs": selected.best_epoch, "time_budget": None}
+        model = type(self)(**params).fit(train)
+        model.refit_of_ = {"best_epoch": selected.best_epoch, "best_valid_metric": selected.best_metric,
+                           "epochs_run": len(selected.history) or None, "stop_reason": selected.stop_reason}
+        return model
+
     def set_histories(self, log: Interactions) -> "SequentialRecommender":
         """Use ``log`` (same vocabulary) as the known users' histories for :meth:`recommend_users`."""
         self._check_fitted()

@@ -58,7 +58,10 @@ class BERT4Rec(SequentialRecommender):
     Deviations from the reference, each deliberate: dynamic masking every epoch instead of 10 fixed
     copies (``dupe_factor``) of each window; no sliding windows by default (above); Adam with lr 1e-3 and
     betas (0.9, 0.98), by default no weight decay, and no warm-up or decay (the reference: AdamW lr 1e-4,
-    400k steps), with early stopping on validation NDCG@10 instead of a fixed step budget. The RecSys 2022
+    400k steps), with early stopping on validation NDCG@10 instead of a fixed step budget; the reference also
+    trains on every user's validation item (its generator holds out only the test item), which
+    ``model.refit(split.train_valid)`` (``seqrec train --refit true``) reproduces once validation has chosen
+    the number of epochs. The RecSys 2022
     replicability study (Petrov & Macdonald) found that BERT4Rec needs far more training than its
     defaults, so ``epochs`` defaults to 400 with ``patience`` 20; history.json records each epoch's time.
     ``bucketing`` batches windows of similar length (see :class:`SASRec`), each batch's loss weighted by

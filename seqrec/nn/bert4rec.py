@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
-from seqrec.nn.sasrec import Dropout
+from seqrec.nn.sasrec import Dropout, dropout
 
 HEADS = ("paper", "dot")
 NORMS = ("post", "pre", "rectools")
@@ -141,7 +141,7 @@ class BERT4RecNet(nn.Module):
         b, l = items.shape
         table = self.item_emb.weight
         if self.training and self.item_dropout > 0:
-            table = F.dropout(table, self.item_dropout)
+            table = dropout(table, self.item_dropout)
         self._table = table if self.training else None
         positions = torch.arange(self.max_len - l, self.max_len, device=items.device)
         x = self.emb_dropout(self.emb_norm(F.embedding(items, table, PAD) + self.pos_emb(positions)))

@@ -31,6 +31,8 @@ Axes: B batch, L sequence, D dim, H heads, N items.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,9 +40,25 @@ from torch import nn
 from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
 
 
+def keep_mask(shape: tuple[int, ...], p: float, device=None) -> torch.Tensor:
+    """Boolean mask of ``shape``, each entry False (dropped) with probability ``p`` rounded to a multiple of
+    2^-15, independently, from the global generator.
+
+    Built from 64-bit random words cut into 16-bit lanes (15 uniform bits each): for a 54,544 x 256 mask on
+    one core of the dev machine 35–40 ms, against 74–144 ms for ``torch.rand(shape) >= p`` and 156–258 ms for
+    ``bernoulli_`` (``nn.Dropout``). That matters when the mask covers a whole item table (BERT4Rec's
+    ``item_dropout`` at dim 256 on Beauty: 14M entries per step, which took a third of the step).
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # [0, 2^63): 63 random bits
+    lanes = words.view(torch.int16)[:n].view(shape).bitwise_and_(0x7FFF)  # 4 lanes of 15 uniform bits per word
+    return lanes >= round(p * 32768)
+
+
 class Dropout(nn.Module):
-    """Inverted dropout with its mask drawn by ``torch.rand`` (about 2.5x faster on CPU than the
-    ``bernoulli_`` inside ``nn.Dropout``; same distribution, drawn from the same global generator)."""
+    """Inverted dropout with its mask from :func:`keep_mask` (several times faster on a CPU than the
+    ``bernoulli_`` inside ``nn.Dropout``; the same distribution up to p's rounding to 2^-15, drawn from the
+    same global generator)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -49,8 +67,12 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * keep
+        return dropout(x, self.p)
+
+
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``x`` with entries zeroed with probability ``p`` and the rest scaled by 1 / (1 - p) (training only)."""
+    return x * keep_mask(tuple(x.shape), p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 class CausalSelfAttention(nn.Module):
