@@ -54,7 +54,10 @@ def leave_one_out_table() -> list[str]:
         speed = "–" if gflops is None or math.isnan(gflops) else f"{gflops}" + (f" ({share:.0%})" if share else "")
         machine = r.get("machine", {})
         threads = machine.get("gpu") or machine.get("torch_threads", "")  # GPU runs: the GPU's name
-        rows.append(f"| {path.stem} | {model} | {_setting(p)} | {threads} | {t['epochs_run']} ({t['best_epoch']}) "
+        setting = _setting(p)
+        if "refit" in r:  # trained on train + validation for epochs chosen by a selection run; no validation
+            setting += f", **refit on train+valid, {r['refit']['epochs']} epochs**"
+        rows.append(f"| {path.stem} | {model} | {setting} | {threads} | {t['epochs_run']} ({t['best_epoch']}) "
                     f"| {t['seconds_per_epoch_median']} | {speed} | {t['time_to_best_epoch_s']:.0f} s "
                     f"| {r['test_seen_filtered']['HR@10']:.4f} | {r['test_seen_filtered']['NDCG@10']:.4f} "
                     f"| {r['test_unfiltered']['NDCG@10']:.4f} | {ref} |")
