@@ -7,8 +7,8 @@
 #   SEQREC_DATASETS=<folder holding copies of the shared datasets> benchmarks/gpu.sh OUT BUDGET_S [PLAN] [DEVICE]
 #
 # PLAN "survey" (run 2026-11-28 with BUDGET_S 360): six BERT4Rec settings on Amazon Beauty and GRU4Rec on
-# Diginetica. PLAN "beauty-long" (default): RecTools' Beauty configuration of BERT4Rec (seeds 0 and 1) and
-# the paper's setting, trained as long as the budget allows (the survey's runs were all still improving).
+# Diginetica. PLAN "beauty-long" (default): RecTools' Beauty configuration of BERT4Rec trained as long as the
+# budget allows (the survey's runs were all still improving), beside two refits of it on train + validation.
 # On a machine without ../shared: copy the datasets a plan reads (amazon-beauty-bert4rec, movielens-100k,
 # diginetica-sessions-dynamicrec) into a git-ignored folder of the checkout, e.g. .gpu-data/ listed in
 # .git/info/exclude, carry it, and set SEQREC_DATASETS=$PWD/.gpu-data (their licences forbid committing them).
@@ -53,9 +53,11 @@ survey)
       --out-dir "$work" --tag=-gpu >"$work/-gpu-gru4rec.log" 2>&1 &
   ;;
 beauty-long)
+  # selection (validation, early stopping) and refits on train + validation (--refit-epochs: a fixed count; the
+  # budget still caps it, and run.py's --refit would train its refit without one) of RecTools' configuration
   bench -gpu-rectools-256-long beauty-bert4rec-rectools --set dim=256 --n-heads 4
-  bench -gpu-rectools-256-long-seed1 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --seed 1
-  bench -gpu-paper-long beauty-bert4rec
+  bench -gpu-rectools-256-refit60 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --refit-epochs 60
+  bench -gpu-rectools-256-refit60-seed1 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --refit-epochs 60 --seed 1
   ;;
 *)
   echo "unknown plan '$plan'; choose from survey, beauty-long" >&2; exit 2

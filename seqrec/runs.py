@@ -178,11 +178,11 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
         raise ConfigError("no run directory: give --out RUN_DIR")
     split = read_and_split(config)
     model = build_model(config).fit(split.train, valid=split.valid, exclude_seen=config.filter_seen)
-    selection = None
+    selection_seconds = None
     if config.refit:
-        selection = model.train_result_
         log.info("refit on training + validation data for %d epochs (the best of the selection run)",
-                 selection.best_epoch)
+                 model.train_result_.best_epoch)
+        selection_seconds = model.train_result_.history[-1].elapsed
         model = model.refit(split.train_valid)
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     out = model.save(config.out)
@@ -199,14 +199,9 @@ def train_run(config: RunConfig) -> tuple[SequentialRecommender, dict]:
                           "stop_reason": model.train_result_.stop_reason,
                           "train_seconds": sum(r.seconds for r in model.train_result_.history),
                           "wall_seconds": model.train_result_.history[-1].elapsed}
-    if selection is not None:  # the model evaluated is the refit; its epochs were chosen by this run
-        result["training"]["refit_on"] = "train+valid"
-        result["training"]["n_train_valid_events"] = int(split.train_valid_lengths.sum())
-        result["training"]["selection"] = {"best_epoch": selection.best_epoch,
-                                           "best_valid_metric": selection.best_metric,
-                                           "epochs_run": len(selection.history),
-                                           "stop_reason": selection.stop_reason,
-                                           "wall_seconds": selection.history[-1].elapsed}
+    if config.refit:  # the model evaluated is the refit; its epochs were chosen by this run
+        result["training"].update(refit_on="train+valid", n_train_valid_events=int(split.train_valid_lengths.sum()),
+                                  selection={**model.refit_of_, "wall_seconds": selection_seconds})
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if config.recommendations:
         write_recommendations(model, "all", config.rec_k, config.filter_seen, config.recommendations)
