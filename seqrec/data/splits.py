@@ -53,7 +53,7 @@ class Split:
     test: EvalSet
     kind: str
     params: dict
-    train_valid_lengths: np.ndarray | None = None  # [U] training events plus every validation event
+    train_valid_lengths: np.ndarray  # [U] training events plus every validation event
 
     @property
     def train(self) -> Interactions:
@@ -65,8 +65,6 @@ class Split:
         chosen on the validation set (:meth:`SequentialRecommender.refit`): leave-one-out, every user's
         events but the last (also for users outside a sampled validation subset); temporal, every event
         before the boundary; session, the training and validation sessions. Never a test target."""
-        if self.train_valid_lengths is None:
-            raise DataError(f"this {self.kind} split does not define its training + validation data")
         return self.log.prefix(self.train_valid_lengths)
 
     def __iter__(self):
