@@ -8,7 +8,8 @@
 #
 # PLAN "survey" (run 2026-11-28 with BUDGET_S 360): six BERT4Rec settings on Amazon Beauty and GRU4Rec on
 # Diginetica. PLAN "beauty-long" (default): RecTools' Beauty configuration of BERT4Rec trained as long as the
-# budget allows (the survey's runs were all still improving), beside two refits of it on train + validation.
+# budget allows (the survey's runs were all still improving), beside three refits of it on train + validation
+# (60 epochs, seeds 0 and 1; 90 epochs, seed 0), whose epoch counts the selection run's best epoch then judges.
 # On a machine without ../shared: copy the datasets a plan reads (amazon-beauty-bert4rec, movielens-100k,
 # diginetica-sessions-dynamicrec) into a git-ignored folder of the checkout, e.g. .gpu-data/ listed in
 # .git/info/exclude, carry it, and set SEQREC_DATASETS=$PWD/.gpu-data (their licences forbid committing them).
@@ -58,6 +59,7 @@ beauty-long)
   bench -gpu-rectools-256-long beauty-bert4rec-rectools --set dim=256 --n-heads 4
   bench -gpu-rectools-256-refit60 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --refit-epochs 60
   bench -gpu-rectools-256-refit60-seed1 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --refit-epochs 60 --seed 1
+  bench -gpu-rectools-256-refit90 beauty-bert4rec-rectools --set dim=256 --n-heads 4 --refit-epochs 90
   ;;
 *)
   echo "unknown plan '$plan'; choose from survey, beauty-long" >&2; exit 2
