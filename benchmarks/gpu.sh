@@ -7,9 +7,10 @@
 #   SEQREC_DATASETS=<folder holding copies of the shared datasets> benchmarks/gpu.sh OUT BUDGET_S [PLAN] [DEVICE]
 #
 # PLAN "survey" (run 2026-11-28 with BUDGET_S 360): six BERT4Rec settings on Amazon Beauty and GRU4Rec on
-# Diginetica. PLAN "beauty-long" (default): RecTools' Beauty configuration of BERT4Rec trained as long as the
-# budget allows (the survey's runs were all still improving), beside three refits of it on train + validation
-# (60 epochs, seeds 0 and 1; 90 epochs, seed 0), whose epoch counts the selection run's best epoch then judges.
+# Diginetica. PLAN "beauty-long" (default; run 2026-11-28 with BUDGET_S 465, GRACE_S 75): RecTools' Beauty
+# configuration of BERT4Rec trained to early stopping as far as the budget allows (the survey's runs were all
+# still improving), beside three refits of it on train + validation (60 epochs, seeds 0 and 1; 90 epochs,
+# seed 0), whose epoch counts the selection run's best epoch then judges.
 # On a machine without ../shared: copy the datasets a plan reads (amazon-beauty-bert4rec, movielens-100k,
 # diginetica-sessions-dynamicrec) into a git-ignored folder of the checkout, e.g. .gpu-data/ listed in
 # .git/info/exclude, carry it, and set SEQREC_DATASETS=$PWD/.gpu-data (their licences forbid committing them).
