@@ -48,8 +48,8 @@ class BERT4Rec(SequentialRecommender):
     variant with the paper's or our pre-LN layer (benchmarks/results/ml100k-bert4rec-*.json). On Beauty, at
     dim 64 it learned more slowly than the paper's setting; at RecTools' Beauty size (``dim=256,
     n_heads=4``, on a GPU) it is the best: validation chose epoch 62 (test NDCG@10 0.0224), and refit on
-    train + validation for 62 epochs it reached 0.0269 / 0.0268 over two seeds (RecTools 0.0242;
-    benchmarks/results/beauty-bert4rec-rectools-gpu-*.json). The defaults stay the reference's.
+    train + validation for 62 epochs it reached 0.0269 / 0.0268 over two seeds, 0.0270 on a 2-core CPU
+    (RecTools 0.0242; benchmarks/results/beauty-bert4rec-rectools-*refit62*.json). The defaults stay the reference's.
 
     ``sliding_window`` (the reference's ``prop_sliding_window``; its scripts use 0.5): a history longer
     than ``max_len`` also gives windows starting ``sliding_window * max_len`` items apart back to its first
