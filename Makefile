@@ -22,4 +22,4 @@ test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python benchmarks/run.py beauty-ce --epochs 30 --patience 6 --valid-users 10000
+	$(BIN)/python -m benchmarks.run beauty-ce --epochs 30 --patience 6 --valid-users 10000

@@ -2,7 +2,7 @@
 # One prepared GPU check, sized for a short lease of one GPU machine (the device tool): the CUDA tests, then
 # a plan of runs side by side on the one GPU, each with a training time budget, then the test split.
 # Everything lands in OUT as two files: gpu.log (GPU facts, test output, utilisation samples, each run's log)
-# and results.tar.gz (each run's JSON, as benchmarks/run.py and benchmarks/sessions.py write them).
+# and results.tar.gz (each run's JSON, as benchmarks.run and benchmarks.sessions write them).
 #
 #   SEQREC_DATASETS=<folder holding copies of the shared datasets> benchmarks/gpu.sh OUT BUDGET_S [PLAN] [DEVICE]
 #
@@ -39,7 +39,7 @@ common=(--valid-users 10000 --bucketing --epochs 1000 --patience 20 --time-budge
         --quiet --out-dir "$work")
 bench() {  # bench TAG CONFIG [options]: one leave-one-out run in the background
   local tag=$1; shift
-  $py benchmarks/run.py "$@" "${common[@]}" --tag="$tag" >"$work/$tag.log" 2>&1 &
+  $py -m benchmarks.run "$@" "${common[@]}" --tag="$tag" >"$work/$tag.log" 2>&1 &
 }
 case $plan in
 survey)
@@ -51,7 +51,7 @@ survey)
   bench -gpu-rectools-256 beauty-bert4rec-rectools --set dim=256 --n-heads 4   # RecTools' Beauty configuration
   bench -gpu-rectools-256-noidrop beauty-bert4rec-rectools --set dim=256 --n-heads 4 --set item_dropout=0
   # GRU4Rec, official defaults, Diginetica session protocol: events/s on the GPU
-  $py benchmarks/sessions.py diginetica-gru4rec --device "$device" --time-budget "$budget" --quiet \
+  $py -m benchmarks.sessions diginetica-gru4rec --device "$device" --time-budget "$budget" --quiet \
       --out-dir "$work" --tag=-gpu >"$work/-gpu-gru4rec.log" 2>&1 &
   ;;
 beauty-long)

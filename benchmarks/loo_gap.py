@@ -1,8 +1,8 @@
 r"""Where a leave-one-out score comes from: one trained model ranked on five (history, target) variants.
 
-    .venv/bin/python benchmarks/loo_gap.py ml100k-bert4rec --epochs 400 --patience 30 --bucketing \
+    .venv/bin/python -m benchmarks.loo_gap ml100k-bert4rec --epochs 400 --patience 30 --bucketing \
         --attn-dropout 0 --set init=xavier
-    .venv/bin/python benchmarks/loo_gap.py ml100k-ce --epochs 200 --patience 10 --bucketing --attn-dropout 0
+    .venv/bin/python -m benchmarks.loo_gap ml100k-ce --epochs 200 --patience 10 --bucketing --attn-dropout 0
 
 Leave-one-out holds out each user's last event (test) and the one before (validation); the model trains
 on the rest and early-stops on validation (exactly as ``benchmarks/run.py``). This script then ranks, for
@@ -26,23 +26,23 @@ import sys
 import numpy as np
 import torch
 
-from run import CONFIGS, DATA, leave_one_out_parser, model_params, run_and_write
-
-import seqrec  # noqa: E402  (run.py puts the project root on sys.path)
-from seqrec.data.interactions import Interactions  # noqa: E402
-from seqrec.data.splits import EvalSet  # noqa: E402
-from seqrec.ids import FIRST_ITEM  # noqa: E402
+import seqrec
+from benchmarks.run import CONFIGS, DATA, leave_one_out_parser, model_params, run_and_write
+from seqrec.data.interactions import Interactions
+from seqrec.data.splits import EvalSet
+from seqrec.ids import FIRST_ITEM
 
 
 class TrainPopularity:
-    """Ranks every item by its number of training events (the same for every history)."""
+    """Ranks every item by its number of training events, the same for every history (a ranker for
+    ``seqrec.evaluate``; the PopRec estimator of the baselines issue will replace it)."""
 
-    def __init__(self, train: Interactions, max_len: int):
+    def __init__(self, train: Interactions):
         counts = np.bincount(train.items, minlength=FIRST_ITEM + train.n_items)[FIRST_ITEM:]
-        self.scores, self.max_len = torch.from_numpy(counts.astype(np.float32)), max_len
+        self.scores = torch.from_numpy(counts.astype(np.float32))
 
-    def score_windows(self, item_windows: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
-        scores = self.scores.expand(len(item_windows), -1)
+    def score(self, histories, out: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.scores.expand(len(histories), -1)
         return scores.clone() if out is None else out.copy_(scores)
 
 
@@ -71,11 +71,11 @@ def run(name: str, args) -> dict:
     spec = CONFIGS[name]
     log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
     split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
-    model = seqrec.models.MODELS[spec.get("model", "sasrec")](**model_params(spec, args))
+    model = seqrec.build(spec.get("model", "sasrec"), model_params(spec, args))
     model.fit(split.train, valid=split.valid)
     users = split.test.users[log.lengths[split.test.users] >= 4]  # every variant needs a history
     sets = variants(log, users)
-    rankers = {"model": model, "train_popularity": TrainPopularity(split.train, model.max_len)}
+    rankers = {"model": model, "train_popularity": TrainPopularity(split.train)}
     metrics = {who: {v: seqrec.evaluate(r, s, k=(10,))["metrics"] for v, s in sets.items()}
                for who, r in rankers.items()}
     return {

@@ -1,9 +1,10 @@
 """Model benchmarks on the shared datasets (leave-one-out): quality (full ranking) and speed, as JSON.
 
-    .venv/bin/python benchmarks/run.py beauty-ce [--epochs N] [--attn-dropout 0] [--bf16] ...
-    .venv/bin/python benchmarks/run.py ml100k-bert4rec --bucketing --attn-dropout 0 --set mask_prob=0.2
+    .venv/bin/python -m benchmarks.run beauty-ce [--epochs N] [--attn-dropout 0] [--bf16] ...
+    .venv/bin/python -m benchmarks.run ml100k-bert4rec --bucketing --attn-dropout 0 --set mask_prob=0.2
 
-(SASRec configurations were run as ``benchmarks/sasrec.py``, this file's earlier name.)
+(Run from the checkout's root; earlier results were written by ``benchmarks/run.py`` and, for SASRec,
+``benchmarks/sasrec.py``, this file's earlier names.)
 
 Each run writes benchmarks/results/<name>.json with the resolved configuration, the per-epoch history,
 test metrics with and without seen filtering (each with its protocol card), seconds per epoch,
@@ -25,15 +26,12 @@ from pathlib import Path
 
 import torch
 
+import seqrec
+from benchmarks.ceiling import matmul_ceiling
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import seqrec  # noqa: E402
-from seqrec.ids import PAD  # noqa: E402
-
 # the shared datasets beside the checkout; SEQREC_DATASETS points elsewhere (e.g. a copy carried to a GPU machine)
 DATA = Path(os.environ.get("SEQREC_DATASETS") or ROOT.parent / "shared" / "datasets")
-CEILING_GFLOPS = {"fp32": 110.0, "bf16": 440.0}  # measured matmul ceiling of the 2-core dev machine
 
 # RecTools' BERT4Rec (rectools/models/nn/transformers/bert4rec.py, defaults): its pre-LN layer, tied dot-product
 # head, Xavier init, dropout 0.2 on the item table, mask_prob 0.15 with BERT's 80/10/10 corruption
@@ -83,7 +81,7 @@ CONFIGS = {
     "beauty-gru4rec-bprmax": {
         "model": "gru4rec", "data": "amazon-beauty-bert4rec",
         "params": {"loss": "bpr_max", "batching": "padded", "max_len": 50, "dim": 64, "n_negatives": 2048,
-                   "sample_alpha": 0.3, "bpreg": 0.9, "elu": 1.0, "optimizer": "adam", "lr": 1e-3,
+                   "sample_alpha": 0.3, "bpreg": 0.9, "elu_alpha": 1.0, "optimizer": "adam", "lr": 1e-3,
                    "batch_size": 128},
     },
     "s3rec-beauty-ce": {
@@ -97,38 +95,6 @@ CONFIGS = {
 # the same settings with RecTools' choices (see seqrec.nn.bert4rec): same data, peers and targets
 for _base in ("ml100k-bert4rec", "beauty-bert4rec"):
     CONFIGS[f"{_base}-rectools"] = dict(CONFIGS[_base], params={**CONFIGS[_base]["params"], **RECTOOLS_BERT4REC})
-
-
-def training_flops(model, train: seqrec.Interactions) -> tuple[float, float]:
-    """Model FLOPs of one training epoch (forward + backward = 3x forward), from the epoch's real batches:
-    (transformer, output layer).
-
-    Per block and token: Q, K, V and the two feed-forward maps (10·D²) and attention (4·T·D for a batch of
-    width T). Output layer: full CE scores every item at every non-padding position (2·N·D per position);
-    bce/sampled_ce score 2 or 1+K items. The fused CE recomputes its logits in the backward pass, and
-    BERT4Rec's sampled CE scores every position of a window against its K negatives to keep the masked
-    ones: that extra work is done but not counted here.
-    """
-    if model.name not in ("sasrec", "bert4rec"):
-        return float("nan"), float("nan")
-    batches, _, _ = model._training(train, torch.Generator().manual_seed(model.seed))
-    d, n = model.dim, train.n_items
-    scored = {"ce": n, "bce": 2, "sampled_ce": 1 + model.n_negatives}[model.loss]
-    if model.name == "bert4rec":  # 24·D² per layer and token (QKV, output, 4x FFN); head on masked positions
-        body = head = 0.0
-        for _, window in batches(torch.Generator().manual_seed(model.seed)):
-            b, t = window.shape
-            masked = int((window != PAD).sum()) * model.mask_prob
-            body += model.n_blocks * b * t * (24 * d * d + 4 * t * d)
-            head += masked * (scored * d * 2 + 2 * d * d)
-        return 3 * body, 3 * head
-    body = head = 0.0
-    for _, window in batches(torch.Generator().manual_seed(model.seed)):
-        b, t = window.shape[0], window.shape[1] - 1
-        positions = int((window[:, :-1] != PAD).sum())
-        body += model.n_blocks * b * t * (10 * d * d + 4 * t * d)
-        head += positions * scored * d * 2
-    return 3 * body, 3 * head
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -187,7 +153,7 @@ def run(name: str, args) -> dict:
     log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
     split = seqrec.leave_one_out(log, valid_users=args.valid_users, seed=args.seed)
     train, valid, test = split
-    model = seqrec.models.MODELS[spec.get("model", "sasrec")](**model_params(spec, args))
+    model = seqrec.build(spec.get("model", "sasrec"), model_params(spec, args))
     refit = None
     if args.refit_epochs:  # the epochs were chosen by an earlier selection run with the same settings
         model.epochs = args.refit_epochs
@@ -200,18 +166,18 @@ def run(name: str, args) -> dict:
             model = selected.refit(split.train_valid)
             refit = {"on": "train+valid", "epochs": selected.train_result_.best_epoch,
                      "selection": {**model.refit_of_,
-                                   "wall_s": round(selected.train_result_.history[-1].elapsed, 1),
+                                   "wall_s": round(selected.train_result_.epochs[-1].elapsed, 1),
                                    "test_seen_filtered": seqrec.evaluate(selected, test, k=(10, 20))["metrics"],
-                                   "history": _history(selected.train_result_.history)}}
+                                   "history": _history(selected.train_result_.epochs)}}
     if refit is not None:
         refit["n_train_valid_events"] = int(split.train_valid_lengths.sum())
-    history = model.train_result_.history
+    history = model.train_result_.epochs
     best = model.train_result_.best_epoch
     epoch_seconds = [r.seconds for r in history]
-    body_flops, head_flops = training_flops(model, train if refit is None else split.train_valid)
+    body_flops, head_flops = model.training_flops(train if refit is None else split.train_valid)
     flops = body_flops + head_flops
     precision = "bf16" if args.bf16 else "fp32"
-    ceiling = CEILING_GFLOPS[precision] if args.device == "cpu" else None  # measured here, for the CPU only
+    ceiling = matmul_ceiling(precision) if args.device == "cpu" else None  # measured on this CPU, now
     threshold = spec.get("threshold")
     reached = next((r.elapsed for r in history if threshold and r.valid.get("NDCG@10", 0) >= threshold), None)
     tick = time.perf_counter()
@@ -238,13 +204,12 @@ def run(name: str, args) -> dict:
             "time_to_best_epoch_s": round(history[best - 1].elapsed, 1),
             "total_wall_s": round(history[-1].elapsed, 1),
             f"time_to_valid_NDCG@10_{threshold}_s": round(reached, 1) if reached else None,
-            "model_gflop_per_epoch": None if flops != flops else round(flops / 1e9, 1),
-            "transformer_gflop_per_epoch": None if flops != flops else round(body_flops / 1e9, 1),
-            "output_layer_gflop_per_epoch": None if flops != flops else round(head_flops / 1e9, 1),
-            "achieved_gflops": None if flops != flops else round(flops / 1e9 / median_epoch, 1),
+            "model_gflop_per_epoch": round(flops / 1e9, 1),
+            "network_gflop_per_epoch": round(body_flops / 1e9, 1),
+            "output_layer_gflop_per_epoch": round(head_flops / 1e9, 1),
+            "achieved_gflops": round(flops / 1e9 / median_epoch, 1),
             "ceiling_gflops": ceiling, "precision": precision,
-            "fraction_of_ceiling": None if flops != flops or ceiling is None else
-            round(flops / 1e9 / median_epoch / ceiling, 3),
+            "fraction_of_ceiling": None if ceiling is None else round(flops / 1e9 / median_epoch / ceiling, 3),
         },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "test_seen_filtered": filtered["metrics"],

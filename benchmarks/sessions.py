@@ -2,7 +2,10 @@
 last sessions; Recall@20 and MRR@20 over the full catalogue, no seen filtering; throughput in events/s and
 where a training step's time goes. Writes benchmarks/results/<name>.json.
 
-    .venv/bin/python benchmarks/sessions.py diginetica-gru4rec [--epochs 10] [--set dim=512 ...]
+    .venv/bin/python -m benchmarks.sessions diginetica-gru4rec [--epochs 10] [--set dim=512 ...]
+
+The session split carries its protocol: seen items stay in the ranking and only items with a training event
+are candidates (results before that change ranked every item of the catalogue).
 """
 
 from __future__ import annotations
@@ -13,16 +16,12 @@ import resource
 import statistics
 import sys
 import time
-from itertools import islice
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import seqrec  # noqa: E402
-from run import DATA, add_common_options, parse_sets, run_and_write  # noqa: E402  (benchmarks/run.py)
+import seqrec
+from benchmarks.run import DATA, add_common_options, parse_sets, run_and_write
+from seqrec.train import Callback
 
 CONFIGS = {
     # the official code's defaults (one layer of 100, CE, batch 64, 2048 negatives, alpha 0.5, Adagrad)
@@ -39,47 +38,57 @@ CONFIGS = {
 REFERENCE = {"official GRU4Rec on an A30 GPU (Hidasi & Czapp, RecSys 2023)": {"events_per_s": "80k-200k"}}
 
 
+class StepTimer(Callback):
+    """Seconds spent in each phase of ``n_steps`` training steps after ``warmup`` steps, then stops training.
+    On a GPU each phase waits for its kernels, so the split is true (the total is then slightly above a
+    free-running step's)."""
+
+    PHASES = ("batching", "forward_and_loss", "backward", "optimizer")
+
+    def __init__(self, device: str, n_steps: int = 200, warmup: int = 20):
+        self.cuda, self.device, self.n_steps, self.warmup = device.startswith("cuda"), device, n_steps, warmup
+        self.phases, self.events, self.steps, self.last = dict.fromkeys(self.PHASES, 0.0), 0, 0, None
+
+    def _clock(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _add(self, phase: str) -> None:
+        now = self._clock()
+        if self.last is not None and self.steps >= self.warmup:
+            self.phases[phase] += now - self.last
+        self.last = now
+
+    def on_batch(self, batch):
+        self._add("batching")
+        if self.steps >= self.warmup:
+            self.events += batch.n_sequences
+
+    def on_loss(self, loss):
+        self._add("forward_and_loss")
+
+    def on_backward(self):
+        self._add("backward")
+
+    def on_step(self, step):
+        self._add("optimizer")
+        self.steps += 1
+        return self.steps >= self.warmup + self.n_steps
+
+    def result(self) -> dict:
+        total = sum(self.phases.values())
+        measured = self.steps - self.warmup
+        return {"steps": measured, "ms_per_step": round(1000 * total / max(measured, 1), 2),
+                "events_per_s": round(self.events / total, 1) if total else None,
+                "share": {k: round(v / total, 3) for k, v in self.phases.items()} if total else {}}
+
+
 def step_profile(model, train, n_steps: int = 200) -> dict:
-    """Seconds per step spent in each phase, over ``n_steps`` training steps after 20 warm-up steps (on a GPU
-    each phase waits for its kernels, so the split is true; the total is then slightly above a free-running
-    step's)."""
-    gen = torch.Generator().manual_seed(0)
-    model.vocab_ = train.vocab
-    cuda = model.device.startswith("cuda")
-    with torch.random.fork_rng(devices=[torch.device(model.device).index or 0] if cuda else []):
-        torch.manual_seed(0)
-        model.net_ = model._build_net(train.n_items).to(model.device)
-        batches, _, step_loss = model._training(train, gen)
-        optimizer = model._make_optimizer() or torch.optim.Adam(model.net_.parameters(), lr=model.lr)
-        model.net_.train()
-        phases = dict(batching=0.0, forward_and_loss=0.0, backward=0.0, optimizer=0.0)
-        events = 0
-
-        def clock():
-            if cuda:
-                torch.cuda.synchronize(model.device)
-            return time.perf_counter()
-
-        iterator = batches(gen)
-        for i in range(20 + n_steps):
-            t0 = clock()
-            n, batch = next(iterator)
-            t1 = clock()
-            loss = step_loss(batch)
-            t2 = clock()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            t3 = clock()
-            optimizer.step()
-            t4 = clock()
-            if i >= 20:
-                for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                    phases[name] += dt
-                events += n
-    total = sum(phases.values())
-    return {"steps": n_steps, "ms_per_step": round(1000 * total / n_steps, 2),
-            "events_per_s": round(events / total, 1),
-            "share": {k: round(v / total, 3) for k, v in phases.items()}}
+    """Where a training step's time goes (:class:`StepTimer` over one shortened epoch of ``model``)."""
+    timer = StepTimer(model.device, n_steps)
+    model.clone().set_params(epochs=1, progress=False).fit(train, callbacks=[timer])
+    return timer.result()
 
 
 def run(name: str, args) -> dict:
@@ -87,7 +96,6 @@ def run(name: str, args) -> dict:
     log = seqrec.read_interactions(DATA / spec["data"] / "interactions.csv.gz")
     split = seqrec.session_split(log, test_fraction=args.test_fraction)
     train, valid, test = split
-    cls = seqrec.models.MODELS[spec["model"]]
     params = dict(spec["params"], seed=args.seed, device=args.device, progress=not args.quiet)
     if args.time_budget is not None:
         params["time_budget"] = args.time_budget
@@ -96,15 +104,15 @@ def run(name: str, args) -> dict:
     if args.patience is not None:
         params["patience"] = args.patience
     params.update(parse_sets(args.set))
-    profile = step_profile(cls(**params), train) if spec["model"].startswith("gru4rec") else None
-    model = cls(**params)
+    model = seqrec.build(spec["model"], params)
+    profile = step_profile(model, train) if spec["model"].startswith("gru4rec") else None
     valid_rows = valid.subset(torch.randperm(len(valid), generator=torch.Generator().manual_seed(0))
                               [:args.valid_events].sort().values.numpy()) if args.valid_events else valid
-    model.fit(train, valid=valid_rows, exclude_seen=False)  # validated as tested: seen items stay in
-    history = model.train_result_.history
+    model.fit(train, valid=valid_rows)  # validated as tested: the split carries its protocol
+    history = model.train_result_.epochs
     best = model.train_result_.best_epoch
     tick = time.perf_counter()
-    result = seqrec.evaluate(model, test, k=(20,), exclude_seen=False, split=split.card())
+    result = seqrec.evaluate(model, test, k=(20,), split=split.card())
     eval_seconds = time.perf_counter() - tick
     n_events = int(train.lengths[train.lengths >= 2].sum() - (train.lengths >= 2).sum())  # (input, target) pairs
     return {

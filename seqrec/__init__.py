@@ -2,20 +2,21 @@
 
     import seqrec
     log = seqrec.read_interactions("log.parquet", user="uid", item="sku", time="ts")
-    train, valid, test = seqrec.leave_one_out(log)
-    model = seqrec.SASRec(loss="ce", max_len=50).fit(train, valid=valid)
-    print(seqrec.evaluate(model, test, k=(10, 20)))
+    split = seqrec.leave_one_out(log)
+    model = seqrec.SASRec(loss="ce", max_len=50).fit(split.train, valid=split.valid)
+    print(seqrec.evaluate(model, split.test, k=(10, 20)))
     items, scores = model.recommend([["sku1", "sku7"]], k=10)
     model.save("runs/x"); model = seqrec.load("runs/x")
 """
 
-from seqrec.data import (EvalSet, Interactions, Split, Vocab, leave_one_out, read_interactions,
+from seqrec.data import (EvalSet, Histories, Interactions, Split, Vocab, leave_one_out, read_interactions,
                          session_split, temporal_split)
 from seqrec.errors import ConfigError, DataError, NotFittedError, SeqrecError
 from seqrec.evaluate import evaluate
-from seqrec.models import BERT4Rec, GRU4Rec, GRU4RecPlus, SASRec, load
+from seqrec.models import MODELS, BERT4Rec, GRU4Rec, GRU4RecPlus, Recommender, SASRec, build, load
 from seqrec.version import __version__
 
+
 __all__ = ["read_interactions", "leave_one_out", "temporal_split", "session_split", "Interactions", "EvalSet",
-           "Split", "Vocab", "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "load", "evaluate", "SeqrecError",
-           "DataError", "ConfigError", "NotFittedError", "__version__"]
+           "Histories", "Split", "Vocab", "MODELS", "Recommender", "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus",
+           "build", "load", "evaluate", "SeqrecError", "DataError", "ConfigError", "NotFittedError", "__version__"]

@@ -1,12 +1,15 @@
 """Command line: a thin adapter over the public API. ``main(argv) -> int``.
 
-    seqrec train --data PATH --model sasrec --loss ce --out RUN_DIR [--config FILE] [options]
+    seqrec train --data PATH [--model NAME] --out RUN_DIR [--config FILE] [options]
+    seqrec train --model gru4rec --help          # that model's options only
     seqrec evaluate RUN_DIR [--json] [--protocol sampled ...]
-    seqrec recommend RUN_DIR --history ITEM,ITEM,... --k 10 [--json]
+    seqrec recommend RUN_DIR --history ITEM,ITEM,... --k 10 [--items ITEM,...] [--json]
     seqrec recommend RUN_DIR --users all --k 10 --output FILE.csv|FILE.parquet
 
-Options come from the config file (JSON or TOML, keys as in :class:`seqrec.runs.RunConfig`), then
-from flags, which win. An unknown option or value fails and lists the valid ones.
+Every flag comes from an option's declaration (:mod:`seqrec.options`): the run's in
+:class:`seqrec.runs.RunConfig`, the model's in its class. Options come from the config file (JSON or TOML,
+flat keys as the flags without ``--``), then from flags, which win. An unknown option or value fails and
+lists the valid ones.
 """
 
 from __future__ import annotations
@@ -19,65 +22,75 @@ import tomllib
 from pathlib import Path
 
 from seqrec.errors import ConfigError, SeqrecError
-from seqrec.runs import MODEL_OPTIONS, RunConfig
+from seqrec.models import MODELS, model_class
+from seqrec.options import Options, parse_value
+from seqrec.runs import RunConfig
 
 log = logging.getLogger("seqrec")
+EVALUATE_OPTIONS = ("k", "exclude_seen", "tie_policy", "protocol", "sampling", "eval_negatives")
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}; choose from [true, false]")
+def _summary(cls) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0].rstrip(".")
 
 
-def _ints(text: str) -> list[int]:
+def add_options(parser: argparse.ArgumentParser, cls: type[Options], names=None, title: str | None = None,
+                defaults_shown: str = "default") -> None:
+    """One flag per declared option of ``cls`` (or only ``names``), in argument groups by the options' group."""
+    types, groups = cls.option_types(), {}
+    for name, f in cls.option_fields().items():
+        if names is not None and name not in names:
+            continue
+        group_name = f.metadata.get("group") or title or cls.__name__
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(f"{group_name} options")
+        kind, choices = types[name], cls.choices(name)
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, (list, tuple)) else f.default
+        text = f"{f.metadata.get('help', '')} ({defaults_shown}: {shown})"
+        boolean = kind is bool or kind == (bool | None)
+        groups[group_name].add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=text,
+            type=lambda text, kind=kind: _parse(text, kind), nargs="?" if boolean else None,
+            const=True if boolean else None,
+            metavar="{" + ",".join(map(str, choices)) + "}" if choices and name != "device" else
+            ("BOOL" if boolean else name.upper()))
+
+
+def _parse(text: str, kind):
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid list of integers {text!r} (e.g. 10,20)") from None
+        return parse_value(text, kind)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-_TYPES = {**RunConfig.TYPES, "k": _ints, "bucketing": _bool, "bf16": _bool, "exclude_seen": _bool}
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    defaults = RunConfig()
-    for name in RunConfig.fields():
-        default = getattr(defaults, name)
-        kind = _TYPES.get(name) or (_bool if isinstance(default, bool) else type(default))
-        flag = "--" + name.replace("_", "-")
-        choices = RunConfig.CHOICES.get(name)
-        if name == "device":
-            choices = None  # cuda:1 is valid; checked by RunConfig.check
-        shown = "the model's own" if default is None and name in MODEL_OPTIONS else default
-        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=argparse.SUPPRESS,
-                            metavar=None if choices else name.upper(), help=f"default: {shown}")
+def _train_parser(model: str) -> argparse.ArgumentParser:
+    cls = model_class(model)
+    models = "; ".join(f"{name} ({_summary(c)})" for name, c in MODELS.items())
+    parser = argparse.ArgumentParser(
+        prog="seqrec train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"Fit a model, evaluate it on the test split, save a run directory.\n\nmodels: {models}.\n"
+                    f"The model options below are {model}'s; `seqrec train --model NAME --help` lists another's.")
+    parser.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override it)")
+    add_options(parser, RunConfig)
+    add_options(parser, cls, [n for n in cls.option_fields()], title=f"model {model}")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="hide progress bars")
     parser.add_argument("--include-seen", dest="exclude_seen", action="store_false", default=argparse.SUPPRESS,
                         help="do not filter the history's items out of rankings")
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,recommend}")
-
-    train = commands.add_parser("train", help="fit a model, evaluate it on the test split, save a run directory")
-    train.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override it)")
-    _add_run_options(train)
+    commands.add_parser("train", help="fit a model, evaluate it on the test split, save a run directory "
+                                      "(seqrec train --help for its options)", add_help=False)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run directory on its test split")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    for name in ("k", "exclude_seen", "tie_policy", "protocol", "sampling", "eval_negatives", "seed"):
-        default = getattr(RunConfig(), name)
-        evaluate.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
-                              type=_TYPES.get(name) or (_bool if isinstance(default, bool) else type(default)),
-                              choices=RunConfig.CHOICES.get(name), help=f"default: the run's own ({default})")
+    add_options(evaluate, RunConfig, EVALUATE_OPTIONS, defaults_shown="default: the run's own, else")
 
     rec = commands.add_parser("recommend", help="top-k items for a new history or for known users")
     rec.add_argument("run_dir", type=Path)
@@ -85,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--history", help="comma-separated external item ids, oldest first")
     who.add_argument("--users", help="'all' or comma-separated external user ids")
     rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--items", help="comma-separated external item ids: recommend only among these")
     rec.add_argument("--include-seen", dest="exclude_seen", action="store_false",
                      help="allow items of the history in the recommendations")
     rec.add_argument("--output", type=Path, help="write a CSV or Parquet file (by extension)")
@@ -92,34 +106,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _valid_options(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
-    for action in parser._actions:  # the subparsers action holds one parser per command
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            parser = action.choices[command]
+def _valid_flags(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(opt for a in parser._actions for opt in a.option_strings if opt.startswith("--"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     try:
         args, extra = parser.parse_known_args(argv)
+        if args.command == "train":
+            return _run(args, lambda: _train(argv[argv.index("train") + 1:]))
         if extra:
-            command = getattr(args, "command", None)
-            parser.error(f"unknown option(s) {extra}; valid options for '{command}': "
-                         f"{_valid_options(parser, command)}")
+            sub = parser._subparsers._group_actions[0].choices[args.command]
+            parser.error(f"unknown option(s) {extra}; valid options for '{args.command}': {_valid_flags(sub)}")
     except SystemExit as exc:
         return int(exc.code or 0)
+    return _run(args, lambda: {"evaluate": _evaluate, "recommend": _recommend}[args.command](args))
+
+
+def _run(args, command) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="seqrec: %(message)s", stream=sys.stderr, force=True)
     try:
-        return {"train": _train, "evaluate": _evaluate, "recommend": _recommend}[args.command](args)
+        return command()
     except SeqrecError as exc:
         print(f"seqrec: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _options(args: argparse.Namespace, skip=("command", "verbose", "config", "run_dir", "json")) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in skip}
+    except SystemExit as exc:
+        return int(exc.code or 0)
 
 
 def _read_config_file(path: Path) -> dict:
@@ -127,30 +142,42 @@ def _read_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: no such config file")
     text = path.read_text()
     try:
-        return tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        values = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a table of options")
+    return values
 
 
-def _train(args) -> int:
-    from seqrec.runs import train_run
+def _train(argv: list[str]) -> int:
+    from seqrec.runs import split_options, train_run
 
-    values = _read_config_file(args.config) if args.config else {}
-    config = RunConfig.from_dict({**values, **_options(args)})
-    _, result = train_run(config)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    pre.add_argument("--model")
+    known, _ = pre.parse_known_args(argv)
+    values = _read_config_file(known.config) if known.config else {}
+    model = known.model or values.get("model", "sasrec")
+    parser = _train_parser(model if model in MODELS else "sasrec")
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.error(f"unknown option(s) {extra}; valid options for 'train --model {model}': {_valid_flags(parser)}")
+    flags = {k: v for k, v in vars(args).items() if k != "config"}
+    run, params = split_options({**values, **flags})
+    _, result = train_run(run, params)
     _print_result(result, as_json=False)
-    print(f"run directory: {config.out}")
-    if config.recommendations:
-        print(f"recommendations: {config.recommendations}")
+    print(f"run directory: {run.out}")
+    if run.recommendations:
+        print(f"recommendations: {run.recommendations}")
     return 0
 
 
 def _evaluate(args) -> int:
     from seqrec.runs import evaluate_run
 
-    if not (args.run_dir / "config.json").is_file():
-        raise ConfigError(f"{args.run_dir}: not a run directory (no config.json)")
-    result = evaluate_run(args.run_dir, **_options(args))
+    options = {k: v for k, v in vars(args).items() if k in EVALUATE_OPTIONS}
+    result = evaluate_run(args.run_dir, **options)
     _print_result(result, as_json=args.json)
     return 0
 
@@ -160,13 +187,14 @@ def _recommend(args) -> int:
     from seqrec.runs import write_recommendations
 
     model = load(args.run_dir)
+    items = None if args.items is None else _match(model.vocab_.items, _listed(args.items))
     if args.history is not None:
-        history = [x.strip() for x in args.history.split(",") if x.strip()]
-        encoded, unknown = model.encode_histories([history])
-        items, scores = model.recommend([history], k=args.k, exclude_seen=args.exclude_seen)
+        history = _listed(args.history)
+        _, unknown = model.encode_histories([history])
+        ranked, scores = model.recommend([history], k=args.k, exclude_seen=args.exclude_seen, items=items)
         keep = [i for i, s in enumerate(scores[0]) if s != float("-inf")]
         payload = {"history": history, "unknown_items": unknown, "k": args.k,
-                   "items": [_plain(items[0][i]) for i in keep], "scores": [float(scores[0][i]) for i in keep]}
+                   "items": [_plain(ranked[0][i]) for i in keep], "scores": [float(scores[0][i]) for i in keep]}
         if args.json:
             print(json.dumps(payload))
         else:
@@ -175,28 +203,27 @@ def _recommend(args) -> int:
             for rank, (item, score) in enumerate(zip(payload["items"], payload["scores"]), 1):
                 print(f"{rank}\t{item}\t{score:.4f}")
         return 0
-    users = "all" if args.users.strip() == "all" else [u.strip() for u in args.users.split(",")]
-    if users != "all":
-        users = _match_users(model, users)
+    users = "all" if args.users.strip() == "all" else _match(model.vocab_.users, _listed(args.users))
     if args.output:
-        write_recommendations(model, users, args.k, args.exclude_seen, args.output)
+        write_recommendations(model, users, args.k, args.exclude_seen, args.output, items)
         return 0
-    frame = model.recommend_users(users, k=args.k, exclude_seen=args.exclude_seen)
-    if args.json:
-        print(frame.to_json(orient="records"))
-    else:
-        print(frame.to_csv(index=False), end="")
+    frame = model.recommend_users(users, k=args.k, exclude_seen=args.exclude_seen, items=items)
+    print(frame.to_json(orient="records") if args.json else frame.to_csv(index=False), end="\n" if args.json else "")
     return 0
 
 
-def _match_users(model, users: list[str]) -> list:
-    """Command-line user ids are text; match them to integer ids when the vocabulary holds integers."""
-    if model.vocab_.users.dtype.kind in "iu":
+def _listed(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _match(vocabulary, ids: list[str]) -> list:
+    """Command-line ids are text; match them to integer ids when the vocabulary holds integers."""
+    if vocabulary.dtype.kind in "iu":
         try:
-            return [int(u) for u in users]
+            return [int(u) for u in ids]
         except ValueError:
             pass
-    return users
+    return ids
 
 
 def _plain(value):

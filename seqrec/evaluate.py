@@ -6,7 +6,10 @@
   nor the target. Metric names carry the prefix ``sampled_`` and the card says how they were sampled.
 
 Seen filtering (``exclude_seen``) removes every item of the user's history from the candidates; a
-target that repeats a history item is then a miss (the filtered list could never contain it).
+target that repeats a history item is then a miss (the filtered list could never contain it), and so is a
+target outside the set's candidate items; the card counts both (``targets_never_rankable``). Each
+evaluation set carries its protocol (:class:`~seqrec.data.splits.EvalSet`): leave-one-out and temporal
+sets filter seen items, session sets keep them and rank only items with a training event.
 Ties follow :mod:`seqrec.metrics` (default: expected value under random tie-breaking).
 """
 
@@ -15,54 +18,59 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from seqrec import ranking
 from seqrec.data.splits import EvalSet
 from seqrec.errors import ConfigError, choose
 from seqrec.ids import FIRST_ITEM
-from seqrec.metrics import rank_counts, ranking_metrics, TIE_POLICIES
+from seqrec.metrics import TIE_POLICIES, ranking_metrics
 from seqrec.version import __version__
 
 PROTOCOLS = ("full", "sampled")
 SAMPLINGS = ("uniform", "popularity")
 
 
-def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclude_seen: bool = True,
+def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclude_seen: bool | None = None,
              tie_policy: str = "expected", n_negatives: int = 100, sampling: str = "uniform", seed: int = 0,
              batch_size: int = 256, split: dict | None = None) -> dict:
-    """Metrics of ``model`` (anything with ``max_len`` and ``score_windows``) on ``evalset``, with a card."""
+    """Metrics of ``model`` (anything with ``score(histories, out=None)`` and ``max_len``, or without
+    ``max_len`` for a model that reads whole histories) on ``evalset``, with a protocol card.
+
+    ``exclude_seen`` None (default) follows the protocol the set carries (see :class:`EvalSet`); so do its
+    candidate items.
+    """
     choose("protocol", protocol, PROTOCOLS)
     choose("tie policy", tie_policy, TIE_POLICIES)
     choose("sampling", sampling, SAMPLINGS)
     ks = sorted({int(x) for x in k})
     if not ks or ks[0] < 1:
         raise ConfigError(f"k must be positive integers, got {list(k)}")
+    exclude_seen = evalset.exclude_seen if exclude_seen is None else exclude_seen
     n_items = evalset.log.n_items
     rng = np.random.default_rng(seed)
     popularity = np.bincount(evalset.log.items - FIRST_ITEM, minlength=n_items) if sampling == "popularity" else None
+    candidates = ranking.candidate_mask(n_items, evalset.candidates)
     sums, n_filtered_targets = {}, 0
-    # a model on a GPU scores and ranks there (no [R, N] copy to the host); else one reused CPU buffer
-    on_device = str(getattr(model, "device", "cpu")) != "cpu"
-    buffer = None if on_device else torch.empty(min(batch_size, len(evalset)), n_items)  # no page faults
-    order = np.argsort(np.minimum(evalset.cuts, model.max_len), kind="stable")  # similar lengths batch together,
-    for start in range(0, len(evalset), batch_size):  # so trimmed windows carry little padding
+    buffer = torch.empty(min(batch_size, len(evalset)), n_items)  # one reused CPU buffer (no page faults)
+    order = np.argsort(np.minimum(evalset.cuts, getattr(model, "max_len", 1)), kind="stable")  # similar lengths
+    for start in range(0, len(evalset), batch_size):  # batch together, so trimmed windows carry little padding
         rows = order[start:start + batch_size]
-        histories = evalset.histories(model.max_len, rows)
-        scores = model.score_windows(histories, on_device=True) if on_device else \
-            model.score_windows(histories, out=buffer[:len(rows)])
+        histories = evalset.batch(rows)
+        scores = model.score(histories, out=buffer[:len(rows)])  # on the model's device: ranked there
         dev = scores.device
         targets = torch.from_numpy(evalset.targets[rows] - FIRST_ITEM).to(dev)
-        seen_rows, seen_items = evalset.seen(rows)
+        seen_rows, seen_items = histories.seen()
         if protocol == "full":
+            ranking.restrict(scores, candidates)
             if exclude_seen:
-                scores[torch.from_numpy(seen_rows).to(dev), torch.from_numpy(seen_items - FIRST_ITEM).to(dev)] = \
-                    float("-inf")
-                n_filtered_targets += int(torch.isinf(scores.gather(1, targets[:, None])).sum())
-            higher, tied = rank_counts(scores, targets, max(ks))
+                ranking.exclude(scores, seen_rows, seen_items)
+            n_filtered_targets += int(torch.isinf(scores.gather(1, targets[:, None])).sum())
+            higher, tied = ranking.rank_counts(scores, targets, max(ks))
         else:
             negatives = _sample_negatives(rng, n_items, len(targets), n_negatives, seen_rows, seen_items,
                                           evalset.targets[rows], popularity)
-            candidates = torch.cat([targets[:, None], torch.from_numpy(negatives - FIRST_ITEM).to(dev)], dim=1)
-            higher, tied = rank_counts(scores.gather(1, candidates),
-                                       torch.zeros(len(targets), dtype=torch.long, device=dev))
+            chosen = torch.cat([targets[:, None], torch.from_numpy(negatives - FIRST_ITEM).to(dev)], dim=1)
+            higher, tied = ranking.rank_counts(scores.gather(1, chosen),
+                                               torch.zeros(len(targets), dtype=torch.long, device=dev))
         for name, values in ranking_metrics(higher, tied, ks, tie_policy).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
     prefix = "sampled_" if protocol == "sampled" else ""
@@ -74,9 +82,8 @@ def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclud
 
 def protocol_card(model, evalset, ks, protocol, exclude_seen, tie_policy, n_negatives, sampling, seed, split,
                   n_filtered_targets) -> dict:
-    n_items = evalset.log.n_items
     if protocol == "full":
-        candidates = f"full ranking: all {n_items} items"
+        candidates = f"full ranking: {evalset.protocol()['candidates']}"
     else:
         candidates = (f"SAMPLED: target + {n_negatives} negatives drawn {sampling}ly "
                       f"(with replacement, never from the history), not comparable to full ranking")
@@ -89,7 +96,7 @@ def protocol_card(model, evalset, ks, protocol, exclude_seen, tie_policy, n_nega
         "protocol": protocol,
         "candidates": candidates,
         "seen_filtering": bool(exclude_seen) if protocol == "full" else "negatives never from the history",
-        "targets_filtered_as_seen": n_filtered_targets,
+        "targets_never_rankable": n_filtered_targets,
         "tie_policy": tie_policy,
         "k": list(ks),
         "seed": seed,

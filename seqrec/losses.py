@@ -15,12 +15,19 @@ Shapes: M scored positions, N items, K negatives, D hidden size.
                      with Top-k Gains", CIKM 2018, eq. 9; the official GRU4Rec code).
 - :func:`top1_max`   TOP1-max (same paper, eq. 8).
 
-Each takes the positive's score [M], the negatives' scores [M, K] and an optional mask [M, K] of
-negatives to ignore (a sampled copy of the positive, or GRU4Rec's own target column); each applies its
+Each sampled loss takes the positive's score [M], the negatives' scores [M, K] and an optional mask [M, K]
+of negatives to ignore (a sampled copy of the positive, or GRU4Rec's own target column); each applies its
 softmax exactly once, to raw scores.
+
+:data:`LOSSES` is the registry: name -> :class:`Loss` (the function and which negatives it needs:
+``"catalogue"`` every item, ``"one"`` one sampled negative per position, ``"sampled"`` a set of sampled
+candidates). Models look losses up there with :func:`get`, never by if-chains.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -172,10 +179,23 @@ def _chunks(m: int, n: int, device: torch.device | str = "cpu"):
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-LOSSES = ("ce", "bce", "sampled_ce")
-SESSION_LOSSES = ("ce", "bpr_max", "top1_max")  # GRU4Rec's: over in-batch and sampled negatives
-ALL_LOSSES = LOSSES + SESSION_LOSSES[1:]
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    negatives: str  # "catalogue" | "one" | "sampled" (see the module docstring)
+    fn: Callable[..., torch.Tensor]
+    help: str
 
 
-def check_loss(name: str, valid: tuple = LOSSES) -> str:
-    return choose("loss", name, valid)
+LOSSES = {loss.name: loss for loss in (
+    Loss("ce", "catalogue", ce, "full softmax cross-entropy over the catalogue"),
+    Loss("bce", "one", bce, "binary cross-entropy, one uniform negative per position (original SASRec)"),
+    Loss("sampled_ce", "sampled", sampled_ce, "softmax cross-entropy over the target and n_negatives sampled items"),
+    Loss("bpr_max", "sampled", bpr_max, "BPR-max with score regularisation over sampled negatives (GRU4Rec)"),
+    Loss("top1_max", "sampled", top1_max, "TOP1-max over sampled negatives (GRU4Rec)"),
+)}
+
+
+def get(name: str, valid=None) -> Loss:
+    """The registered loss ``name``; a ConfigError lists the valid names (``valid``, default all)."""
+    return LOSSES[choose("loss", name, valid if valid is not None else LOSSES)]

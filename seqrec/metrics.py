@@ -22,26 +22,8 @@ TIE_POLICIES = ("expected", "pessimistic", "optimistic")
 METRICS = ("HR", "NDCG", "MRR")
 
 
-def rank_counts(scores: torch.Tensor, targets: torch.Tensor, max_k: int | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(higher [R], tied [R]): candidates scored above / equal to the target column ``targets`` [R].
-
-    With ``max_k``, ties are counted only where ``higher < max_k`` (elsewhere every metric @k <= max_k
-    is 0 whatever the ties), which skips most of a second pass over the scores.
-    """
-    target_scores = scores.gather(1, targets[:, None])  # [R, 1]
-    higher = (scores > target_scores).sum(1, dtype=torch.int32)  # int32: summing bools to int64 is ~5x slower
-    missed = ~torch.isfinite(target_scores[:, 0])
-    higher[missed] = scores.shape[1]
-    tied = torch.zeros_like(higher)
-    rows = torch.nonzero(higher < max_k)[:, 0] if max_k is not None else torch.arange(len(higher))
-    if len(rows):
-        tied[rows] = (scores[rows] == target_scores[rows]).sum(1, dtype=torch.int32) - 1
-    return higher, tied
-
-
 def ranking_metrics(higher: torch.Tensor, tied: torch.Tensor, ks, policy: str = "expected") -> dict:
-    """Per-row HR@k, NDCG@k, MRR@k [R] for every k, from :func:`rank_counts`."""
+    """Per-row HR@k, NDCG@k, MRR@k [R] for every k, from :func:`seqrec.ranking.rank_counts`."""
     choose("tie policy", policy, TIE_POLICIES)
     higher, tied = higher.double(), tied.double()
     if policy == "expected":

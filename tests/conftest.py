@@ -13,6 +13,14 @@ import seqrec
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
+def shared_dataset(name: str) -> Path:
+    """A shared dataset's interactions file; the test is skipped, saying why, when ../shared is absent."""
+    path = SHARED / name / "interactions.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"needs the shared dataset {name} at {path} (../shared beside the checkout)")
+    return path
+
+
 def cyclic_frame(n_users: int = 256, n_items: int = 50, length: int = 12, seed: int = 0,
                  string_ids: bool = False, min_length: int | None = None) -> pd.DataFrame:
     """Every user walks the item cycle 1, 2, ..., n_items, 1, ... from a random start: next = i + 1.
@@ -35,6 +43,12 @@ def cyclic_frame(n_users: int = 256, n_items: int = 50, length: int = 12, seed: 
 @pytest.fixture
 def cyclic() -> pd.DataFrame:
     return cyclic_frame()
+
+
+@pytest.fixture(scope="session")
+def cyclic_split():
+    log = seqrec.read_interactions(cyclic_frame(n_users=1024, length=14, min_length=4))  # varied lengths
+    return seqrec.leave_one_out(log)
 
 
 def tiny_sasrec(**overrides) -> seqrec.SASRec:

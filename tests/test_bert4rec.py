@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqrec.data.batching import cloze_mask, corrupt, user_windows
+from seqrec.data.sequences import Histories
 from seqrec.ids import PAD, mask_id
 from seqrec.nn.bert4rec import BERT4RecNet
 from seqrec.nn.sasrec import SASRecNet
@@ -58,33 +60,30 @@ def test_outputs_do_not_depend_on_left_padding(norm):
 
 
 def test_mask_chooses_round_rho_times_length_real_positions_at_least_one():
-    model = tiny_bert4rec(mask_prob=0.2)
     window = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 2, 3], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [0] * 9 + [7]])
     for seed in range(20):
-        chosen = model.mask(window, torch.Generator().manual_seed(seed))
+        chosen = cloze_mask(window, 0.2, 0.0, torch.Generator().manual_seed(seed))
         assert chosen.sum(1).tolist() == [1, 2, 1]  # max(1, round(len * 0.2))
         assert not chosen[window == PAD].any()
-    last_only = tiny_bert4rec(last_mask_prob=1.0).mask(window, torch.Generator().manual_seed(0))
+    last_only = cloze_mask(window, 0.2, 1.0, torch.Generator().manual_seed(0))
     assert last_only.sum().item() == 3 and last_only[:, -1].all()
 
 
 def test_masking_is_spread_over_all_positions():
-    model = tiny_bert4rec(mask_prob=0.5)
     window = torch.arange(1, 11).repeat(20000, 1)
-    share = model.mask(window, torch.Generator().manual_seed(0)).float().mean(0)
+    share = cloze_mask(window, 0.5, 0.0, torch.Generator().manual_seed(0)).float().mean(0)
     assert torch.allclose(share, torch.full((10,), 0.5), atol=0.015)
 
 
 def test_inference_appends_mask_and_drops_the_oldest_item_at_max_len():
     model = tiny_bert4rec(max_len=8)
-    model.net_ = net()
+    model.net_, model.vocab_ = net(), object()
     masked = mask_id(N_ITEMS)
     full = torch.arange(1, 9)[None, :]  # 8 items: the oldest must make room for [mask]
-    expected = model.net_.score(model.net_(torch.cat([full[:, 1:], torch.tensor([[masked]])], 1))[:, -1])
-    assert torch.allclose(model._score_last(full), expected, atol=1e-6)
-    short = torch.tensor([[3, 4]])
-    expected = model.net_.score(model.net_(torch.tensor([[3, 4, masked]]))[:, -1])
-    assert torch.allclose(model._score_last(short), expected, atol=1e-6)
+    expected = model.net_.score(model.net_.encode(torch.cat([full[:, 1:], torch.tensor([[masked]])], 1))[:, -1])
+    assert torch.allclose(model.score(Histories.from_lists([full[0].numpy()])), expected, atol=1e-6)
+    expected = model.net_.score(model.net_.encode(torch.tensor([[3, 4, masked]]))[:, -1])
+    assert torch.allclose(model.score(Histories.from_lists([np.array([3, 4])])), expected, atol=1e-6)
 
 
 def test_bad_options_are_refused():
@@ -97,22 +96,21 @@ def test_bad_options_are_refused():
                        (dict(sliding_window=2.0), "sliding_window")):
         with pytest.raises(ConfigError, match=match):
             tiny_bert4rec(**bad).fit(cyclic_frame(n_users=8))
-    assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.history[0].loss)
+    assert np.isfinite(tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8)).train_result_.epochs[0].loss)
 
 
 def test_bert_style_corruption_keeps_targets_and_splits_80_10_10():
-    model = tiny_bert4rec(mask_token_share=0.8)
     window = torch.arange(1, 11).repeat(5000, 1)
     chosen = torch.ones_like(window, dtype=torch.bool)
     chosen[:, 0] = False
-    inputs = model.corrupt(window, chosen, N_ITEMS, torch.Generator().manual_seed(0))
+    inputs = corrupt(window, chosen, N_ITEMS, 0.8, torch.Generator().manual_seed(0))
     assert torch.equal(inputs[:, 0], window[:, 0])  # not chosen: untouched
     masked = (inputs[:, 1:] == mask_id(N_ITEMS)).float().mean().item()
     same = (inputs[:, 1:] == window[:, 1:]).float().mean().item()
     assert masked == pytest.approx(0.8, abs=0.01)
     assert same == pytest.approx(0.1 + 0.1 / N_ITEMS, abs=0.01)  # kept, or replaced by itself at random
     assert ((inputs >= 1) & (inputs <= N_ITEMS + 1)).all()
-    reference = tiny_bert4rec().corrupt(window, chosen, N_ITEMS, torch.Generator().manual_seed(0))
+    reference = corrupt(window, chosen, N_ITEMS, 1.0, torch.Generator().manual_seed(0))
     assert (reference[:, 1:] == mask_id(N_ITEMS)).all()  # the reference's mask_prob=1.0: always [mask]
 
 
@@ -134,12 +132,13 @@ def test_weight_decay_applies_to_matrices_and_embeddings_not_to_biases_or_layern
     from conftest import cyclic_frame
 
     model = tiny_bert4rec(epochs=1, weight_decay=0.01).fit(cyclic_frame(n_users=8))
-    optimizer = model._make_optimizer()
+    optimizer = model._optimizer()
     assert isinstance(optimizer, torch.optim.AdamW)
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.01 for p in g["params"]}
     for name, param in model.net_.named_parameters():
         assert (id(param) in decayed) == (param.dim() == 2), name
-    assert tiny_bert4rec()._make_optimizer() is None  # default: the training loop's Adam, no decay
+    plain = tiny_bert4rec(epochs=1).fit(cyclic_frame(n_users=8))._optimizer()
+    assert type(plain) is torch.optim.Adam and plain.defaults["betas"] == (0.9, 0.98)  # no decay: Adam
 
 
 def test_item_dropout_draws_one_table_per_step_for_input_and_output_and_none_in_evaluation():
@@ -150,7 +149,7 @@ def test_item_dropout_draws_one_table_per_step_for_input_and_output_and_none_in_
     dropped = table == 0
     assert 0.3 < float(dropped[1:].float().mean()) < 0.7
     assert torch.allclose(table[~dropped], 2 * model.item_emb.weight[~dropped])  # inverted dropout, p 0.5
-    assert torch.equal(model.item_weights(), table[1:N_ITEMS + 1])  # the output uses the input's sample
+    assert torch.equal(model.output_embeddings()[0], table[1:N_ITEMS + 1])  # the output uses the input's sample
     reference = net(item_dropout=0.5, dropout=0.0).train()
     reference.item_emb.weight.data.copy_(table.detach())  # the same table without dropout gives the same outputs
     reference.item_dropout = 0.0
@@ -165,7 +164,6 @@ def test_item_dropout_draws_one_table_per_step_for_input_and_output_and_none_in_
 def test_sliding_windows_are_the_reference_generators():
     import pandas as pd
     from seqrec.data.interactions import from_frame
-    from seqrec.models.base import SequentialRecommender
 
     lengths = {"a": 3, "b": 7, "c": 12, "d": 9}
     frame = pd.DataFrame([(u, f"{u}{t}", t) for u, n in lengths.items() for t in range(n)],
@@ -177,11 +175,11 @@ def test_sliding_windows_are_the_reference_generators():
         seq = train.items[train.offsets[u]:train.offsets[u + 1]].tolist()
         starts = [0] if len(seq) <= width else list(range(len(seq) - width, 0, -step)) + [0]
         per_user.append([[0] * (width - len(seq[s:s + width])) + seq[s:s + width] for s in starts])
-    got, real = SequentialRecommender._user_windows(train, width, min_events=1, step=step)
+    got, real = user_windows(train, width, min_events=1, stride=step)
     assert got.tolist() == [w for windows in per_user for w in windows]
     assert real.tolist() == [width - w.count(0) for windows in per_user for w in windows]
     assert [len(w) for w in per_user] == [1, 2, 5, 3]
-    last, real = SequentialRecommender._user_windows(train, width, min_events=1)  # step 0: the last window only
+    last, real = user_windows(train, width, min_events=1)  # stride 0: the last window only
     assert last.tolist() == [windows[0] for windows in per_user] and real.tolist() == [3, 5, 5, 5]
 
 

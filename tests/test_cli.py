@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+import seqrec
 from seqrec.cli import main
 
 from conftest import cyclic_frame
@@ -26,11 +27,12 @@ def run_dir(tmp_path_factory):
 
 def test_train_writes_a_complete_run_directory(run_dir, capsys):
     for name in ("config.json", "vocab_items.parquet", "vocab_users.parquet", "weights.safetensors",
-                 "histories.npz", "split.npz", "metrics.json", "history.json"):
+                 "histories.npz", "split.npz", "metrics.json", "training.json"):
         assert (run_dir / name).is_file(), name
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["model"] == "sasrec" and config["run"]["loss"] == "ce" and config["split"]["kind"] == "leave_one_out"
-    history = json.loads((run_dir / "history.json").read_text())
+    assert config["model"] == "sasrec" and config["params"]["loss"] == "ce" and config["split"]["kind"] == "leave_one_out"
+    assert config["run"]["data"].endswith("log.csv") and "loss" not in config["run"]  # run options apart
+    history = json.loads((run_dir / "training.json").read_text())
     assert len(history["epochs"]) == 3 and "NDCG@10" in history["epochs"][0]["valid"]
     top = pd.read_csv(run_dir.parent / "top.csv")
     assert top["user_id"].nunique() == 60 and len(top) == 600
@@ -68,7 +70,7 @@ def test_unknown_option_and_bad_value_list_valid_ones(capsys):
     err = capsys.readouterr().err
     assert "unknown option(s) ['--colour', 'red']" in err and "--loss" in err and "--max-len" in err
     assert main(["train", "--data", "x.csv", "--out", "r", "--loss", "mse"]) == 2
-    expected = "invalid choice: 'mse' (choose from 'ce', 'bce', 'sampled_ce', 'bpr_max', 'top1_max')"
+    expected = "unknown loss 'mse'; choose from ['ce', 'bce', 'sampled_ce', 'bpr_max', 'top1_max']"
     assert expected in capsys.readouterr().err
 
 
@@ -78,12 +80,15 @@ def test_config_file_with_flags_winning(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text(f'data = "{data}"\nloss = "bce"\nepochs = 1\nmax_len = 8\nprogress = false\n')
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "2"]) == 0
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())["run"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["params"]
     assert saved["loss"] == "bce" and saved["epochs"] == 2 and saved["max_len"] == 8
     config.write_text('data = "x"\nlearning_rate = 0.1\n')
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
-    assert "unknown option(s) ['learning_rate']" in err and "'lr'" in err
+    assert "option(s) ['learning_rate'] are neither run options nor options of model 'sasrec'" in err and "'lr'" in err
+    config.write_text('data = "x"\nmodel = "gru4rec"\nbatching = "padded"\nepochs = "many"\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
+    assert "option epochs must be int, got 'many'" in capsys.readouterr().err
 
 
 def test_time_budget_flag_stops_training_and_is_reported(tmp_path, capsys):
@@ -110,7 +115,7 @@ def test_refit_flag_retrains_on_train_and_valid_and_reports_the_selection(tmp_pa
     assert training["refit_on"] == "train+valid" and selection["epochs_run"] == 3
     assert training["epochs_run"] == selection["best_epoch"]  # the saved model trained for the chosen epochs
     assert training["n_train_valid_events"] == 30 * 11  # every event but each user's test target
-    history = json.loads((out / "history.json").read_text())
+    history = json.loads((out / "training.json").read_text())
     assert len(history["epochs"]) == selection["best_epoch"] and not history["epochs"][-1]["valid"]
 
 
@@ -138,19 +143,79 @@ def test_train_each_model_on_the_session_protocol(tmp_path, model, extra, capsys
     assert config["model"] == model and config["split"]["kind"] == "session"
     assert config["params"]["dim"] == 16  # set
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["protocol"]["seen_filtering"] is False  # the session protocol ranks every item
+    assert metrics["protocol"]["seen_filtering"] is False  # the session protocol keeps the session's items
     assert {"HR@20", "MRR@20"} <= set(metrics["metrics"])
     assert main(["recommend", str(out), "--history", "3,4", "--k", "3", "--json"]) == 0
 
 
 def test_model_defaults_apply_and_foreign_options_are_refused(tmp_path, capsys):
-    from seqrec.runs import RunConfig, build_model
+    from seqrec.runs import split_options
 
-    gru = build_model(RunConfig(data="x", model="gru4rec"))
-    assert gru.lr == 0.05 and gru.optimizer == "adagrad_m"  # GRU4Rec's own defaults, not SASRec's
-    assert build_model(RunConfig(data="x", model="sasrec")).lr == 1e-3
+    _, params = split_options({"data": "x", "model": "gru4rec", "dim": 8})
+    gru = seqrec.build("gru4rec", params)
+    assert gru.lr == 0.05 and gru.optimizer == "adagrad_m" and gru.dim == 8  # GRU4Rec's own defaults
+    assert seqrec.build("sasrec").lr == 1e-3
     data = tmp_path / "log.csv"
     cyclic_frame(n_users=10).to_csv(data, index=False)
     code = main(["train", "--data", str(data), "--model", "sasrec", "--mask-prob", "0.5", "--out", str(tmp_path / "r")])
     assert code == 2
-    assert "['mask_prob'] do not apply to model 'sasrec'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown option(s) ['--mask-prob', '0.5']; valid options for 'train --model sasrec'" in err
+
+
+def test_help_lists_one_models_options_grouped_with_help_lines(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "models: sasrec (" in text and "gru4rec+ (" in text
+    for group in ("data options", "split options", "evaluation options", "model sasrec options", "training options"):
+        assert group in text
+    assert "--n-heads" in text and "attention heads" in text and "--mask-prob" not in text
+    assert main(["train", "--model", "gru4rec", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "model gru4rec options" in text and "--bpreg" in text and "score regularisation of bpr_max" in text
+    assert "--n-heads" not in text and "--mask-prob" not in text and "(default: 0.05)" in text
+    flags = [line.split()[0] for line in text.splitlines() if line.startswith("  --")]
+    assert len(flags) == len(set(flags))
+
+
+def test_a_damaged_run_directory_is_a_named_error_never_a_traceback(run_dir, tmp_path, capsys):
+    import shutil
+
+    for name, damage in (("weights.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100])),
+                         ("histories.npz", lambda p: p.unlink()),
+                         ("vocab_items.parquet", lambda p: p.write_bytes(b"not parquet at all")),
+                         ("config.json", lambda p: p.write_text("{ broken")),
+                         ("weights.safetensors", lambda p: p.write_bytes(bytes(reversed(p.read_bytes()))))):
+        copy = tmp_path / f"copy-{name}-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(run_dir, copy)
+        damage(copy / name)
+        assert main(["recommend", str(copy), "--history", "sku3", "--json"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("seqrec: error:") and str(copy / name) in err and "Traceback" not in err, err
+    assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_saving_over_a_run_is_atomic_and_keeps_the_users_files(run_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from seqrec import rundir
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "notes.txt").write_text("mine")
+    model = seqrec.load(copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # the save dies after writing part of its files
+
+    monkeypatch.setattr(rundir, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(copy)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before  # the previous run, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left behind
+    monkeypatch.undo()
+    model.set_params(seed=5).save(copy)
+    assert seqrec.load(copy).seed == 5 and (copy / "notes.txt").read_text() == "mine"
+    assert "metrics.json" not in {p.name for p in copy.iterdir()}  # a model saved alone has no test result

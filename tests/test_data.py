@@ -7,7 +7,7 @@ from seqrec.data.interactions import read_interactions
 from seqrec.errors import DataError
 from seqrec.ids import FIRST_ITEM, PAD
 
-from conftest import SHARED, cyclic_frame
+from conftest import cyclic_frame, shared_dataset
 
 
 def write(tmp_path, name, text):
@@ -122,5 +122,5 @@ def test_vocab_encodes_by_value_and_round_trips(tmp_path):
 
 
 def test_shared_beauty_statistics_match_provenance():
-    log = read_interactions(SHARED / "amazon-beauty-bert4rec" / "interactions.csv.gz")
+    log = read_interactions(shared_dataset("amazon-beauty-bert4rec"))
     assert (log.n_users, log.n_items, log.n_events) == (40226, 54542, 353962)

@@ -13,18 +13,18 @@ class Constant:
 
     max_len = 5
 
-    def score_windows(self, windows, out=None):
-        scores = torch.zeros(len(windows), self.n_items)
+    def score(self, histories, out=None):
+        scores = torch.zeros(len(histories), self.n_items)
         return scores if out is None else out.copy_(scores)
 
 
 class Oracle(Constant):
-    """Scores item i+1 highest after a window ending in i (the cyclic data's rule)."""
+    """Scores item i+1 highest after a history ending in i (the cyclic data's rule)."""
 
-    def score_windows(self, windows, out=None):
-        scores = torch.zeros(len(windows), self.n_items)
-        nxt = windows[:, -1] % self.n_items  # internal id of the next item, 0-based column
-        scores[np.arange(len(windows)), nxt] = 1.0
+    def score(self, histories, out=None):
+        scores = torch.zeros(len(histories), self.n_items)
+        nxt = histories.windows(1)[:, -1] % self.n_items  # internal id of the next item, 0-based column
+        scores[np.arange(len(histories)), nxt] = 1.0
         return scores
 
 
@@ -71,27 +71,26 @@ def test_repeat_target_is_a_miss_under_seen_filtering():
     model = Oracle()
     model.n_items = test.log.n_items
     result = evaluate(model, test, k=(1,), exclude_seen=True)
-    assert result["metrics"]["HR@1"] == 0.0 and result["protocol"]["targets_filtered_as_seen"] == 3
+    assert result["metrics"]["HR@1"] == 0.0 and result["protocol"]["targets_never_rankable"] == 3
     assert evaluate(model, test, k=(1,), exclude_seen=False)["metrics"]["HR@1"] == 1.0
 
 
 class OnAccelerator:
-    """A model that says it lives on an accelerator: evaluation must ask for its scores where they are
-    (``on_device=True``, no host buffer) and rank them there. Its "device" tensors are CPU ones here, so the
-    device-side ranking code runs on every machine; tests that need CUDA check the real thing."""
+    """A model that keeps its scores where it computed them (as a GPU model does): it ignores the host
+    buffer evaluation offers, and evaluation ranks what it returns. Its tensors are CPU ones here, so the
+    code path runs on every machine; tests that need CUDA check the real thing."""
 
     def __init__(self, model):
-        self.model, self.max_len, self.device, self.calls = model, model.max_len, "cuda:0", 0
+        self.model, self.max_len, self.calls = model, model.max_len, 0
 
-    def score_windows(self, windows, out=None, on_device=False):
-        assert on_device and out is None
+    def score(self, histories, out=None):
         self.calls += 1
-        return self.model.score_windows(windows)
+        return self.model.score(histories).clone()
 
 
 @pytest.mark.parametrize("protocol", ["full", "sampled"])
 @pytest.mark.parametrize("exclude_seen", [True, False])
-def test_device_side_ranking_gives_the_host_figures(protocol, exclude_seen):
+def test_scores_returned_outside_the_buffer_give_the_same_figures(protocol, exclude_seen):
     log = seqrec.read_interactions(cyclic_frame(n_users=300, n_items=50, length=8))
     train, _, test = seqrec.leave_one_out(log)
     model = seqrec.SASRec(max_len=8, dim=16, epochs=2, patience=2, progress=False).fit(train)
@@ -101,4 +100,21 @@ def test_device_side_ranking_gives_the_host_figures(protocol, exclude_seen):
     on_host = evaluate(model, test, **options)
     assert wrapped.calls == 5  # 300 rows in batches of 64
     assert on_device["metrics"] == pytest.approx(on_host["metrics"], abs=1e-12)
-    assert on_device["protocol"]["targets_filtered_as_seen"] == on_host["protocol"]["targets_filtered_as_seen"]
+    assert on_device["protocol"]["targets_never_rankable"] == on_host["protocol"]["targets_never_rankable"]
+
+
+def test_session_sets_rank_only_items_with_a_training_event_and_keep_seen_items():
+    import pandas as pd
+
+    rows = [("s1", "a", 1), ("s1", "b", 2), ("s1", "c", 3), ("s2", "a", 4), ("s2", "b", 5),  # training
+            ("s4", "y", 7), ("s4", "a", 8), ("s3", "b", 10), ("s3", "a", 11), ("s3", "z", 12)]  # y, z: never trained
+    log = seqrec.read_interactions(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    split = seqrec.session_split(log, test_fraction=0.25, valid_fraction=0.34)
+    test = split.test
+    assert test.exclude_seen is False and sorted(log.vocab.decode_items(test.candidates)) == ["a", "b", "c"]
+    model = Constant()
+    model.n_items = log.n_items  # 5 items, 2 of them never trained on
+    result = evaluate(model, test, k=(3,))
+    assert result["metrics"]["HR@3"] == pytest.approx(1.0)  # 3 candidates, not 5: every target in the top 3
+    assert "2 items without one are never ranked" in result["protocol"]["candidates"]
+    assert result["protocol"]["seen_filtering"] is False

@@ -72,9 +72,14 @@ def test_sampled_ce_closed_form_and_collision_removal():
     assert losses.sampled_ce(torch.zeros(3), torch.zeros(3, k), clash).item() == pytest.approx(math.log(k - 3))
 
 
-def test_unknown_loss_lists_choices():
-    with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose from \['ce', 'bce', 'sampled_ce'\]"):
-        losses.check_loss("mse")
+def test_unknown_loss_lists_choices_and_the_registry_says_what_each_needs():
+    with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose from \['ce', 'bce', 'sampled_ce', 'bpr_max'"):
+        losses.get("mse")
+    with pytest.raises(ConfigError, match=r"choose from \['ce', 'bpr_max'\]"):
+        losses.get("bce", ("ce", "bpr_max"))
+    assert {name: loss.negatives for name, loss in losses.LOSSES.items()} == {
+        "ce": "catalogue", "bce": "one", "sampled_ce": "sampled", "bpr_max": "sampled", "top1_max": "sampled"}
+    assert losses.get("bpr_max").fn is losses.bpr_max
 
 
 def test_fused_ce_with_bias_matches_plain_cross_entropy_value_and_gradients():

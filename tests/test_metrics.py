@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from seqrec.errors import ConfigError
-from seqrec.metrics import rank_counts, ranking_metrics
+from seqrec.metrics import ranking_metrics
+from seqrec.ranking import rank_counts
 
 
 def metrics_for(scores, target, ks=(1, 2, 10), policy="expected"):

@@ -1,8 +1,7 @@
-import pytest
 import torch
 
 from seqrec.ids import PAD
-from seqrec.nn.sasrec import SASRecNet, dropout, keep_mask
+from seqrec.nn.sasrec import SASRecNet
 
 
 def net(**kw):
@@ -49,36 +48,3 @@ def test_dropout_only_in_training():
     assert torch.equal(model(x), model(x))
     model.train()
     assert not torch.equal(model(x), model(x))
-
-
-@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
-def test_keep_mask_drops_with_probability_p_in_every_lane(p):
-    torch.manual_seed(0)
-    keep = keep_mask((1001, 257), p)  # odd sizes: the last 64-bit word is cut
-    assert keep.shape == (1001, 257) and keep.dtype == torch.bool
-    dropped = 1.0 - keep.float()
-    n = keep.numel()
-    tolerance = 5 * (p * (1 - p) / n) ** 0.5  # 5 standard deviations
-    assert abs(float(dropped.mean()) - p) < tolerance
-    # each of the four 16-bit lanes of a random word (the top one has no sign bit) drops at the same rate
-    for lane in range(4):
-        share = dropped.flatten()[lane::4]
-        assert abs(float(share.mean()) - p) < 5 * (p * (1 - p) / len(share)) ** 0.5, lane
-    # neighbours are independent: a dropped entry's right neighbour is dropped at rate p too
-    pairs = dropped.flatten()[:-1] * dropped.flatten()[1:]
-    assert abs(float(pairs.sum() / dropped.flatten()[:-1].sum()) - p) < 10 * tolerance
-
-
-def test_keep_mask_follows_the_global_seed_and_dropout_scales_the_kept():
-    torch.manual_seed(3)
-    first = keep_mask((50, 7), 0.3)
-    torch.manual_seed(3)
-    assert torch.equal(first, keep_mask((50, 7), 0.3))
-    assert not torch.equal(first, keep_mask((50, 7), 0.3))
-    assert keep_mask((0, 4), 0.3).shape == (0, 4)
-    x = (torch.rand(200, 30) + 1.0).requires_grad_()
-    out = dropout(x, 0.25)
-    kept = out != 0
-    assert torch.allclose(out[kept], x[kept] / 0.75)
-    out.sum().backward()  # the gradient passes the kept entries, scaled, and none of the dropped
-    assert torch.allclose(x.grad, kept.float() / 0.75)

@@ -21,8 +21,8 @@ def test_leave_one_out_targets_histories_and_short_users():
     assert list(decode(test.targets)) == [13, 22] and list(decode(valid.targets)) == [12, 21]
     assert list(decode(train.items)) == [10, 11, 20, 30, 31]  # user 3 (2 events) trains only
     assert split.params["users_train_only"] == 1
-    assert list(decode(test.histories(3)[0])) == [10, 11, 12]  # the test history includes the valid item
-    rows, items = test.seen()
+    assert list(decode(test.windows(3)[0])) == [10, 11, 12]  # the test history includes the valid item
+    rows, items = test.batch().seen()
     assert list(rows) == [0, 0, 0, 1, 1] and list(decode(items)) == [10, 11, 12, 20, 21]
     # refitting adds every validation event back, never a test target
     assert list(decode(split.train_valid.items)) == [10, 11, 12, 20, 21, 30, 31]
@@ -54,7 +54,7 @@ def test_temporal_split_uses_only_events_before_the_boundary():
     # user 1 (events at 1,2,3 | 9) and user 2 (4,5 | 8); user 3 (6 | 7) too: first event at/after 7.
     assert list(log.vocab.users[test.users]) == [1, 2, 3]
     assert list(decode(test.targets)) == [13, 22, 31]
-    window = test.histories(4)[0]
+    window = test.windows(4)[0]
     assert window[0] == PAD and list(decode(window[1:])) == [10, 11, 12]
     train = split.train
     assert np.all(train.times < 7)

@@ -1,6 +1,9 @@
-"""Vectorised views of CSR sequences: left-padded windows and flattened ranges."""
+"""Vectorised views of CSR sequences: left-padded windows, flattened ranges, session-parallel steps, and
+:class:`Histories`, a batch of histories to score."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,3 +62,37 @@ def session_parallel(offsets: np.ndarray, order: np.ndarray, batch_size: int):
                 keep[finished[len(refill):]] = False
                 pos, end, done = pos[keep], end[keep], done[keep]
         reset = done
+
+
+@dataclass(frozen=True)
+class Histories:
+    """A batch of histories to score: rows ``items[starts[r]:ends[r]]`` (internal ids, oldest first), and the
+    internal index of each row's user when it is a known user (``users``, or None for new histories)."""
+
+    items: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    users: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @classmethod
+    def from_lists(cls, histories: list[np.ndarray]) -> "Histories":
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        items = np.concatenate(histories).astype(np.int64) if len(histories) else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return cls(items, starts, starts + lengths)
+
+    def windows(self, length: int) -> np.ndarray:
+        """[R, length] left-padded last ``length`` items of each history."""
+        return windows(self.items, self.starts, self.ends, length)
+
+    def seen(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, item) pairs of every item in each full history."""
+        lengths = self.ends - self.starts
+        return np.repeat(np.arange(len(lengths)), lengths), self.items[ranges(self.starts, lengths)]
+
+    def subset(self, rows) -> "Histories":
+        return Histories(self.items, self.starts[rows], self.ends[rows],
+                         None if self.users is None else self.users[rows])

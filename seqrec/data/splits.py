@@ -3,6 +3,12 @@
 An :class:`EvalSet` row is (user, cut): its history is the user's first ``cut`` events and its target
 is event number ``cut``. Leave-one-out and the global temporal split both produce such rows, so one
 training and one evaluation code path serve both.
+
+Each evaluation set carries its ranking protocol, so validation during ``fit`` and the test rank alike
+without the caller repeating it: ``exclude_seen`` (leave-one-out and temporal: the history's items are
+filtered out of the ranking; session: they stay, as the GRU4Rec papers) and ``candidates`` (session: only
+items with a training event can be ranked, as the GRU4Rec reference scores only training items; the
+others: every item).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqrec.data.interactions import Interactions
-from seqrec.data.sequences import ranges, windows
+from seqrec.data.sequences import Histories, windows
 from seqrec.errors import DataError
 from seqrec.ids import FIRST_ITEM
 
@@ -23,6 +29,8 @@ class EvalSet:
     users: np.ndarray  # [E] internal user indices
     cuts: np.ndarray  # [E] history lengths; target = the event right after the history
     name: str = "test"
+    exclude_seen: bool = True  # the protocol: rank without the history's items
+    candidates: np.ndarray | None = None  # internal ids that may be ranked (None: every item)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -31,18 +39,28 @@ class EvalSet:
     def targets(self) -> np.ndarray:
         return self.log.items[self.log.offsets[self.users] + self.cuts]
 
-    def histories(self, max_len: int, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+    def batch(self, rows: slice | np.ndarray = slice(None)) -> Histories:
+        """The histories of ``rows`` (each user's first ``cut`` events), with their users."""
+        starts = self.log.offsets[self.users[rows]]
+        return Histories(self.log.items, starts, starts + self.cuts[rows], self.users[rows])
+
+    def windows(self, max_len: int, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         """[R, max_len] left-padded last ``max_len`` items of each history."""
         starts = self.log.offsets[self.users[rows]]
         return windows(self.log.items, starts, starts + self.cuts[rows], max_len)
 
-    def seen(self, rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """(row, item) pairs of every item in each full history (not only the last max_len)."""
-        starts, cuts = self.log.offsets[self.users[rows]], self.cuts[rows]
-        return np.repeat(np.arange(len(cuts)), cuts), self.log.items[ranges(starts, cuts)]
-
     def subset(self, rows: np.ndarray) -> "EvalSet":
-        return EvalSet(self.log, self.users[rows], self.cuts[rows], self.name)
+        return EvalSet(self.log, self.users[rows], self.cuts[rows], self.name, self.exclude_seen, self.candidates)
+
+    def protocol(self) -> dict:
+        """The ranking protocol this set carries, for the protocol card."""
+        n_items = self.log.n_items
+        if self.candidates is None:
+            candidates = f"all {n_items} items"
+        else:
+            candidates = (f"the {len(self.candidates)} items with a training event "
+                          f"({n_items - len(self.candidates)} items without one are never ranked)")
+        return {"seen_filtering": self.exclude_seen, "candidates": candidates}
 
 
 @dataclass(frozen=True)
@@ -131,7 +149,8 @@ def session_split(log: Interactions, test_fraction: float = 0.1, days: float | N
     remaining sessions, taken from their end; training: the sessions before. As in the GRU4Rec
     preprocessing, events of validation/test sessions whose item never occurs in training are removed,
     then sessions left shorter than 2 are dropped; both counts are in the split card.
-    Evaluation rows predict **every** next event of a session from its prefix (cuts 1 .. length - 1).
+    Evaluation rows predict **every** next event of a session from its prefix (cuts 1 .. length - 1),
+    ranked with the session's items kept and only training items as candidates (the sets carry it).
     """
     n = log.lengths
     sessions = np.flatnonzero(n > 0)
@@ -165,11 +184,14 @@ def session_split(log: Interactions, test_fraction: float = 0.1, days: float | N
     filtered = Interactions(log.vocab, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                             log.items[keep], np.asarray(log.times)[keep], log.source, log.report)
 
+    trained = np.flatnonzero(known[FIRST_ITEM:]) + FIRST_ITEM
+    candidates = None if len(trained) == log.n_items else trained
+
     def every_next_event(chosen: np.ndarray, name: str) -> EvalSet:
         chosen = np.sort(chosen[lengths[chosen] >= 2])
         counts = lengths[chosen] - 1
         cuts = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
-        return EvalSet(filtered, np.repeat(chosen, counts), cuts, name)
+        return EvalSet(filtered, np.repeat(chosen, counts), cuts, name, exclude_seen=False, candidates=candidates)
 
     valid, test = every_next_event(valid_sessions, "valid"), every_next_event(test_sessions, "test")
     if len(test) == 0:

@@ -1,28 +1,40 @@
-"""Estimators: one file per model over a shared base (:mod:`seqrec.models.base`), and :func:`load`."""
+"""Estimators: the contract (:mod:`seqrec.models.base`), one file per model, and the registry.
+
+Adding a model is one new file here (and one in ``seqrec/nn`` if it has a network) plus one line in
+:data:`MODELS`; its options, CLI flags, config keys, help and persistence follow from its declaration.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from seqrec.errors import DataError, choose
-from seqrec.models.base import DEVICES, SequentialRecommender
+from seqrec import rundir
+from seqrec.errors import choose
+from seqrec.models.base import DEVICES, NeuralRecommender, Recommender, SequentialRecommender
 from seqrec.models.bert4rec import BERT4Rec
-from seqrec.models.gru4rec import BATCHINGS, GRU4Rec, GRU4RecPlus, right_align
+from seqrec.models.gru4rec import BATCHINGS, GRU4Rec, GRU4RecPlus
 from seqrec.models.sasrec import SASRec
 
-MODELS = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec, "gru4rec+": GRU4RecPlus}
+MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (SASRec, BERT4Rec, GRU4Rec, GRU4RecPlus)}
 
-__all__ = ["MODELS", "DEVICES", "BATCHINGS", "SequentialRecommender", "SASRec", "BERT4Rec", "GRU4Rec",
-           "GRU4RecPlus", "right_align", "load"]
+__all__ = ["MODELS", "DEVICES", "BATCHINGS", "Recommender", "NeuralRecommender", "SequentialRecommender", "SASRec",
+           "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "model_class", "build", "load"]
 
 
-def load(directory, device: str | None = None) -> SequentialRecommender:
-    """Load a model saved by :meth:`SequentialRecommender.save` (no pickled objects are read)."""
-    directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise DataError(f"{directory}: not a run directory (no config.json)")
-    config = json.loads(config_path.read_text())
-    cls = MODELS[choose("model", config["model"], MODELS)]
-    return cls._load(directory, config, device)
+def model_class(name: str) -> type[Recommender]:
+    """The registered model ``name``; a ConfigError lists the valid names."""
+    return MODELS[choose("model", name, MODELS)]
+
+
+def build(name: str, params: dict | None = None) -> Recommender:
+    """The model ``name`` with ``params`` (unknown options fail, listing the model's valid ones; values are
+    checked when it is fitted or loaded)."""
+    cls = model_class(name)
+    params = dict(params or {})
+    cls.check_names(params)
+    return cls(**params)
+
+
+def load(directory, device: str | None = None) -> Recommender:
+    """The model saved in a run directory by ``model.save`` or ``seqrec train``, whichever model it is
+    (validated: a missing, truncated or modified file is a DataError naming it; nothing is unpickled).
+    ``device`` overrides the saved one."""
+    return rundir.load(directory, MODELS, device)

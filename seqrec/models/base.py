@@ -1,132 +1,102 @@
-"""The estimators users touch: ``fit`` / ``recommend`` / ``save`` / ``load`` — the shared base class.
+"""The estimator contract every model implements, sequential or not, and the shared training of the
+neural ones.
 
-Contract (scikit-learn's): ``__init__`` only stores parameters; ``fit`` returns ``self`` and starts
-fresh; fitted state lives in ``vocab_``, ``net_``, ``histories_``, ``train_result_``; methods that need
-it raise :class:`~seqrec.errors.NotFittedError` before ``fit``.
-The models layer is the only one that knows data, networks, losses and evaluation together.
+:class:`Recommender` (scikit-learn's contract, implicit's API): options are declared once as typed class
+attributes (:mod:`seqrec.options`), ``__init__`` only stores them, ``set_params`` / ``get_params`` /
+``clone`` work on them; ``fit(train, valid=None)`` returns ``self`` and starts fresh; fitted state ends in
+``_`` (``vocab_``, ``histories_``, and per model e.g. ``net_``); ``recommend`` / ``recommend_users`` /
+``score`` before ``fit`` raise :class:`~seqrec.errors.NotFittedError`. A model supplies ``fit`` and
+``score``; ranking (seen items, candidate items, top-k) is :mod:`seqrec.ranking`'s, one path for all.
+
+:class:`NeuralRecommender` adds the training options and the training loop: a model supplies its network
+(``_build_net``), its batcher (``_batcher``), the loss of a batch (``_batch_loss``) and optionally its
+optimiser; everything else (seeding, devices, validation, early stopping, refit, persistence of the
+weights) is here.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 
+from seqrec import losses, ranking, rundir
 from seqrec.data.interactions import Interactions, read_interactions
-from seqrec.data.sequences import ranges, windows
+from seqrec.data.sequences import Histories
 from seqrec.data.splits import EvalSet
-from seqrec.data.vocab import Vocab
-from seqrec.errors import ConfigError, DataError, NotFittedError, choose
-from seqrec.ids import FIRST_ITEM, PAD
-from seqrec.train import TrainResult, train_loop
-from seqrec.version import __version__
+from seqrec.errors import ConfigError, DataError, NotFittedError
+from seqrec.evaluate import evaluate
+from seqrec.ids import PAD
+from seqrec.nn.layers import SequenceNet
+from seqrec.options import Options, between, option
+from seqrec.train import Callback, TrainResult, train_loop
 
 log = logging.getLogger(__name__)
 DEVICES = ("cpu", "cuda")
-_SCORE_BATCH = 1024
-_BUCKET_BATCHES = 32
+SCORE_BATCH = 1024  # histories scored at once by recommend / recommend_users
 
 
-class SequentialRecommender:
-    """Shared machinery of next-item models that read left-padded windows of the last ``max_len`` items."""
+class Recommender(Options):
+    """The estimator contract (see the module docstring)."""
 
-    name = ""
-    max_len: int
-    device: str
+    name = ""  # the registry name (seqrec.models.MODELS)
 
-    def get_params(self) -> dict:
-        return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters if p != "self"}
+    # ---- what each model supplies --------------------------------------------------------------
+    def fit(self, train, valid: EvalSet | None = None) -> "Recommender":
+        raise NotImplementedError
+
+    def score(self, histories: Histories, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [R, N] of every real item (column j = internal id ``j + FIRST_ITEM``) after each history,
+        on the model's device. ``out`` (a float32 CPU tensor [R, N]) may receive them on a CPU."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The fitted tensors to persist (weights.safetensors)."""
+        raise NotImplementedError
+
+    def restore(self, vocab, histories: Interactions, state: dict[str, torch.Tensor],
+                train_result: TrainResult | None) -> "Recommender":
+        """Rebuild the fitted model from what :meth:`state` saved (and the vocabulary and histories)."""
+        raise NotImplementedError
+
+    # ---- shared ----------------------------------------------------------------------------------
+    def save(self, directory) -> Path:
+        """Write the fitted model to a run directory (atomically; see :mod:`seqrec.rundir`)."""
+        return rundir.save(self, directory)
+
+    @classmethod
+    def load(cls, directory, device: str | None = None) -> "Recommender":
+        """A model of this class saved by :meth:`save` (``seqrec.load`` reads any model)."""
+        return rundir.load(directory, {cls.name: cls}, device)
 
     def describe(self) -> dict:
         return {"name": self.name, **{k: v for k, v in self.get_params().items() if k != "progress"}}
 
-    # ---- fitting -------------------------------------------------------------------------------
-    def fit(self, train, valid: EvalSet | None = None, exclude_seen: bool = True) -> "SequentialRecommender":
-        """Train on ``train`` (Interactions, DataFrame or path); early-stop on ``valid`` if given, ranked
-        with (``exclude_seen=True``) or without the history's items, as the test protocol will be."""
+    def _start_fit(self, train) -> Interactions:
+        """Validate the options, read ``train`` if it is a path or a DataFrame, and drop fitted state."""
+        self.validate()
         if not isinstance(train, Interactions):
             train = read_interactions(train)
-        if valid is not None and valid.log.n_items != train.n_items:
-            raise DataError("the validation set was built from other data than the training set")
-        choose("device", self.device.split(":")[0], DEVICES)
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ConfigError(f"time_budget must be a positive number of seconds, got {self.time_budget}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)
         self.vocab_, self.histories_ = train.vocab, train
-        generator = torch.Generator().manual_seed(self.seed)
-        fork = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=fork):  # init and dropout are seeded; caller's RNG untouched
-            torch.manual_seed(self.seed)
-            self.net_ = self._build_net(train.n_items).to(self.device)
-            batches, n_batches, step_loss = self._training(train, generator)
-            validate = None
-            if valid is not None and len(valid):
-                from seqrec.evaluate import evaluate
+        return train
 
-                def validate():
-                    return evaluate(self, valid, k=(10,), exclude_seen=exclude_seen)["metrics"]
-            self.train_result_ = train_loop(self.net_, batches, n_batches, step_loss, validate,
-                                            epochs=self.epochs, patience=self.patience, lr=self.lr,
-                                            generator=generator, progress=self.progress,
-                                            optimizer=self._make_optimizer(), time_budget=self.time_budget)
-        return self
+    def _check_fitted(self) -> None:
+        if getattr(self, "vocab_", None) is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or seqrec.load() first")
 
-    def refit(self, train) -> "SequentialRecommender":
-        """A fresh model with these parameters, trained on ``train`` (usually ``split.train_valid``, the
-        training data with the validation events added back) for exactly the epochs that validation chose
-        for this one (its best epoch), with no validation and no early stopping.
-
-        This is how the BERT4Rec reference measures (its data generator trains on every item but the test
-        one), and how a model is deployed after model selection: the validation events are the most recent
-        data, so a final model should learn from them too. The returned model's ``refit_of_`` records the
-        selection (best epoch, its validation metric, epochs run); ``time_budget`` is not carried over (the
-        epoch count is already fixed)."""
-        self._check_fitted()
-        selected = self.train_result_
-        params = {**self.get_params(), "epochs": selected.best_epoch, "time_budget": None}
-        model = type(self)(**params).fit(train)
-        model.refit_of_ = {"best_epoch": selected.best_epoch, "best_valid_metric": selected.best_metric,
-                           "epochs_run": len(selected.history) or None, "stop_reason": selected.stop_reason}
-        return model
-
-    def set_histories(self, log: Interactions) -> "SequentialRecommender":
-        """Use ``log`` (same vocabulary) as the known users' histories for :meth:`recommend_users`."""
+    def set_histories(self, log: Interactions) -> "Recommender":
+        """Use ``log`` (same item vocabulary) as the known users' histories for :meth:`recommend_users`."""
         self._check_fitted()
         if log.n_items != self.vocab_.n_items or not np.array_equal(log.vocab.items, self.vocab_.items):
             raise DataError("histories must use the model's item vocabulary")
         self.histories_, self.vocab_ = log, log.vocab
         return self
-
-    # ---- scoring -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def score_windows(self, item_windows: np.ndarray, out: torch.Tensor | None = None,
-                      on_device: bool = False) -> torch.Tensor:
-        """Scores [R, N] (float32, on the CPU unless ``on_device``) of every real item after each left-padded
-        window [R, max_len].
-
-        ``out`` (a float32 CPU tensor [R, N]) receives the scores when given, saving an allocation.
-        ``on_device=True`` leaves them on the model's device (a GPU's scores then need no copy to the
-        host: evaluation ranks them there).
-        """
-        self._check_fitted()
-        self.net_.eval()
-        x = torch.from_numpy(np.ascontiguousarray(item_windows))
-        width = int((x != PAD).sum(1).max()) if len(x) else 1
-        x = x[:, x.shape[1] - max(width, 1):].to(self.device)  # trim common left padding
-        if self.device == "cpu":
-            return self._score_last(x, out)
-        scores = self._score_last(x).float()
-        if on_device:
-            return scores
-        scores = scores.cpu()
-        return scores if out is None else out.copy_(scores)
 
     def encode_histories(self, histories) -> tuple[list[np.ndarray], list]:
         """Internal-id histories for lists of external item ids, and the unknown ids that were dropped."""
@@ -138,22 +108,25 @@ class SequentialRecommender:
         bounds = np.cumsum([0] + [len(h) for h in histories])
         return [codes[a:b][codes[a:b] != PAD] for a, b in zip(bounds[:-1], bounds[1:])], unknown
 
-    def recommend(self, histories, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, histories: Sequence[Sequence], k: int = 10, exclude_seen: bool = True,
+                  items: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (external item ids [n, k], scores [n, k]) for new histories of external item ids.
 
-        Unknown items are ignored and reported in a warning (see :meth:`encode_histories` for the list).
+        ``exclude_seen`` filters each history's items out; ``items`` (external ids) restricts the candidates
+        (as implicit's ``items=``). Unknown history items are ignored and reported in a warning (see
+        :meth:`encode_histories`); unknown candidate items are an error. Where fewer than ``k`` candidates
+        remain, the tail of a row has score -inf.
         """
         encoded, unknown = self.encode_histories(histories)
         if unknown:
             log.warning("ignored %d unknown item id(s): %s", len(unknown), unknown[:10])
-        lengths = np.array([len(h) for h in encoded], dtype=np.int64)
-        flat = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        ids, scores = self._top_k(flat, starts, starts + lengths, k, exclude_seen)
+        ids, scores = self._top_k(Histories.from_lists(encoded), k, exclude_seen, items)
         return self.vocab_.decode_items(ids), scores
 
-    def recommend_users(self, users="all", k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
-        """Top-``k`` for known users from their stored histories: columns user_id, rank, item_id, score."""
+    def recommend_users(self, users="all", k: int = 10, exclude_seen: bool = True,
+                        items: Sequence | None = None) -> pd.DataFrame:
+        """Top-``k`` for known users from their stored histories: columns user_id, rank, item_id, score
+        (rows whose score is -inf, when fewer than ``k`` candidates remain, are left out)."""
         self._check_fitted()
         if isinstance(users, str) and users == "all":
             index = np.arange(self.vocab_.n_users)
@@ -163,7 +136,8 @@ class SequentialRecommender:
                 bad = [u for u, i in zip(users, index) if i < 0]
                 raise DataError(f"{len(bad)} unknown user id(s): {bad[:10]}")
         offsets = self.histories_.offsets
-        ids, scores = self._top_k(self.histories_.items, offsets[index], offsets[index + 1], k, exclude_seen)
+        batch = Histories(self.histories_.items, offsets[index], offsets[index + 1], index)
+        ids, scores = self._top_k(batch, k, exclude_seen, items)
         frame = pd.DataFrame({
             "user_id": np.repeat(self.vocab_.users[index], ids.shape[1]),
             "rank": np.tile(np.arange(1, ids.shape[1] + 1), len(index)),
@@ -172,131 +146,203 @@ class SequentialRecommender:
         })
         return frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
 
-    def _top_k(self, items, starts, ends, k, exclude_seen) -> tuple[np.ndarray, np.ndarray]:
-        """Internal ids and scores [R, k] of the best items after each history items[starts:ends]."""
+    def _top_k(self, histories: Histories, k: int, exclude_seen: bool, items) -> tuple[np.ndarray, np.ndarray]:
+        """Internal ids and scores [R, k] of the best candidates after each history."""
         self._check_fitted()
         k = min(int(k), self.vocab_.n_items)
         if k < 1:
             raise ConfigError(f"k must be a positive integer, got {k}")
+        candidates = None
+        if items is not None:
+            codes = self.vocab_.encode_items(list(items))
+            if (codes == PAD).any():
+                bad = [item for item, code in zip(items, codes) if code == PAD]
+                raise DataError(f"{len(bad)} unknown candidate item id(s): {bad[:10]}")
+            candidates = ranking.candidate_mask(self.vocab_.n_items, codes)
         out_ids, out_scores = [], []
-        for s in range(0, len(starts), _SCORE_BATCH):
-            st, en = starts[s:s + _SCORE_BATCH], ends[s:s + _SCORE_BATCH]
-            scores = self.score_windows(windows(items, st, en, self.max_len), on_device=True)  # top-k there
+        for s in range(0, len(histories), SCORE_BATCH):
+            part = histories.subset(slice(s, s + SCORE_BATCH))
+            scores = ranking.restrict(self.score(part), candidates)
             if exclude_seen:
-                rows, seen = np.repeat(np.arange(len(st)), en - st), items[ranges(st, en - st)]
-                scores[torch.from_numpy(rows).to(scores.device),
-                       torch.from_numpy(seen - FIRST_ITEM).to(scores.device)] = float("-inf")
-            top = torch.topk(scores, k, dim=1)
-            out_ids.append(top.indices.cpu().numpy() + FIRST_ITEM)
-            out_scores.append(top.values.cpu().numpy())
+                ranking.exclude(scores, *part.seen())
+            ids, values = ranking.top_k(scores, k)
+            out_ids.append(ids)
+            out_scores.append(values)
         if not out_ids:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
         return np.concatenate(out_ids), np.concatenate(out_scores)
 
-    # ---- training helpers ----------------------------------------------------------------------
-    @staticmethod
-    def _user_windows(train: Interactions, width: int, min_events: int,
-                      step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded windows [R, width] of the last ``width`` training items of every user with at least
-        ``min_events`` events, and their non-padding counts [R].
 
-        ``step > 0``: a history longer than ``width`` also gives the windows starting ``step``, ``2 step``, ...
-        items before its last window's start, and one starting at its first item (the sliding windows of
-        BERT4Rec's reference data generator, ``gen_data_fin.py``)."""
-        lengths = train.lengths
-        users = np.flatnonzero(lengths >= min_events)
-        if len(users) == 0:
-            raise DataError(f"{train.source}: no user has {min_events} training event(s); nothing to learn from")
-        starts, lengths = train.offsets[users].astype(np.int64), lengths[users].astype(np.int64)
-        ends = starts + lengths
-        if step > 0:
-            extra = np.where(lengths > width, -(-(lengths - width) // step), 0)  # windows before the last one
-            user = np.repeat(np.arange(len(users)), extra + 1)
-            k = np.arange(len(user)) - np.repeat(np.cumsum(extra + 1) - (extra + 1), extra + 1)  # 0 = last window
-            back = np.maximum(ends[user] - k * step, starts[user] + width)  # the furthest back starts at the first item
-            ends = np.where(k > 0, back, ends[user])
-            starts, lengths = starts[user], ends - starts[user]
-        all_windows = torch.from_numpy(windows(train.items, starts, ends, width))
-        return all_windows, torch.from_numpy(np.minimum(lengths, width))
+class NeuralRecommender(Recommender):
+    """A recommender with a torch network trained by :func:`seqrec.train.train_loop` (see the module
+    docstring for what a model supplies)."""
 
-    def _window_batches(self, all_windows: torch.Tensor, real: torch.Tensor):
-        """``batches(generator)`` over rows of left-padded ``all_windows`` [U, W] (``real`` [U] non-padding
-        counts), each batch trimmed to its longest window; and the number of batches per epoch.
+    lr: float = option(1e-3, "learning rate", check=between(0, low_open=True), group="training")
+    batch_size: int = option(128, "sequences per training batch", check=between(1), group="training")
+    epochs: int = option(200, "maximum training epochs", check=between(1), group="training")
+    patience: int = option(10, "stop after this many epochs without a validation gain", check=between(1),
+                           group="training")
+    time_budget: float | None = option(None, "stop after the first epoch that ends past this many seconds",
+                                       check=between(0, low_open=True, none_ok=True), group="training")
+    seed: int = option(0, "seed of initialisation, sampling and dropout", group="training")
+    device: str = option("cpu", "cpu, cuda or cuda:N", choices=DEVICES, group="training")
+    progress: bool = option(True, "show progress bars", group="training")
 
-        Random batches; with ``self.bucketing``, every shuffled group of 32 batches' worth of rows is sorted
-        by length and the batch order shuffled, so a batch carries little padding.
-        """
-        n_batches = -(-len(all_windows) // self.batch_size)
+    # ---- what each model supplies --------------------------------------------------------------
+    def _build_net(self, n_items: int) -> SequenceNet:
+        raise NotImplementedError
 
-        def batches(gen):
-            order = torch.randperm(len(all_windows), generator=gen)
-            if getattr(self, "bucketing", False):
-                group = self.batch_size * _BUCKET_BATCHES
-                order = torch.cat([part[torch.argsort(real[part], stable=True)] for part in order.split(group)])
-                starts = torch.randperm(n_batches, generator=gen) * self.batch_size
-            else:
-                starts = torch.arange(n_batches) * self.batch_size
-            for s in starts.tolist():
-                rows = order[s:s + self.batch_size]
-                width = int(real[rows].max())
-                yield len(rows), all_windows[rows, all_windows.shape[1] - width:]  # trimmed
+    def _batcher(self, train: Interactions):
+        """The training batches: an object with ``epoch(generator)`` and ``len()``."""
+        raise NotImplementedError
 
-        return batches, n_batches
+    def _batch_loss(self, batch, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
 
-    # ---- persistence ---------------------------------------------------------------------------
-    def save(self, directory) -> Path:
-        """Write config.json, vocabulary, weights (safetensors), histories and training history."""
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """Adam with the SASRec reference's betas (0.9, 0.98), one fused kernel for all parameters."""
+        return torch.optim.Adam(self.net_.parameters(), lr=self.lr, betas=(0.9, 0.98), fused=True)
+
+    def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
+        """Hidden states [R, D] that score the item after each left-padded window [R, L]."""
+        return self.net_.encode(windows)[:, -1]
+
+    # ---- fitting ---------------------------------------------------------------------------------
+    def fit(self, train, valid: EvalSet | None = None, callbacks: Sequence[Callback] = ()) -> "NeuralRecommender":
+        """Train on ``train`` (Interactions, DataFrame or path); early-stop on ``valid`` if given, ranked with
+        the protocol it carries (see :class:`~seqrec.data.splits.EvalSet`). ``callbacks`` see every step
+        and epoch (:class:`seqrec.train.Callback`)."""
+        train = self._start_fit(train)
+        if valid is not None and valid.log.n_items != train.n_items:
+            raise DataError("the validation set was built from other data than the training set")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        generator = torch.Generator().manual_seed(self.seed)
+        fork = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=fork):  # init and dropout are seeded; caller's RNG untouched
+            torch.manual_seed(self.seed)
+            self.net_ = self._build_net(train.n_items).to(self.device)
+            batcher = self._batcher(train)
+            validate = None
+            if valid is not None and len(valid):
+                def validate():
+                    return evaluate(self, valid, k=(10,))["metrics"]
+            self.train_result_ = train_loop(
+                self.net_, batcher, lambda batch: self._batch_loss(batch, generator), validate,
+                epochs=self.epochs, patience=self.patience, generator=generator, progress=self.progress,
+                optimizer=self._optimizer(), time_budget=self.time_budget, callbacks=callbacks)
+        return self
+
+    def refit(self, train) -> "NeuralRecommender":
+        """A fresh model with these options, trained on ``train`` (usually ``split.train_valid``, the
+        training data with the validation events added back) for exactly the epochs validation chose for
+        this one (its best epoch), with no validation and no early stopping.
+
+        This is how the BERT4Rec reference measures (its data generator trains on every item but the test
+        one), and how a model is deployed after model selection. The returned model's ``refit_of_`` records
+        the selection (best epoch, its validation metric, epochs run, stop reason); ``time_budget`` is not
+        carried over (the epoch count is already fixed)."""
         self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"model": self.name, "params": self.get_params(), "n_items": self.vocab_.n_items,
-                  "seqrec_version": __version__}
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        self.vocab_.save(directory)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        save_file(state, str(directory / "weights.safetensors"))
-        h = self.histories_
-        np.savez(directory / "histories.npz", offsets=h.offsets, items=h.items, times=h.times)
-        if getattr(self, "train_result_", None) is not None:
-            (directory / "history.json").write_text(json.dumps(self.train_result_.to_dict(), indent=2) + "\n")
-        return directory
-
-    @classmethod
-    def _load(cls, directory: Path, config: dict, device: str | None) -> "SequentialRecommender":
-        params = dict(config["params"])
-        if device is None and params.get("device", "cpu").startswith("cuda") and not torch.cuda.is_available():
-            device = "cpu"  # a model trained on a GPU still loads on a CPU-only machine
-        if device is not None:
-            params["device"] = device
-        model = cls(**params)
-        model.vocab_ = Vocab.load(directory)
-        with np.load(directory / "histories.npz", allow_pickle=False) as data:
-            model.histories_ = Interactions(model.vocab_, data["offsets"], data["items"], data["times"],
-                                            source=str(directory / "histories.npz"))
-        model.net_ = model._build_net(model.vocab_.n_items)
-        model.net_.load_state_dict(load_file(str(directory / "weights.safetensors"), device="cpu"))
-        model.net_.to(model.device).eval()
-        history = directory / "history.json"
-        if history.is_file():
-            data = json.loads(history.read_text())
-            model.train_result_ = TrainResult([], data["best_epoch"], data["best_metric"],
-                                              data.get("stop_reason", "epochs"))
+        selected = self.train_result_
+        model = self.clone().set_params(epochs=selected.best_epoch, time_budget=None).fit(train)
+        model.refit_of_ = {"best_epoch": selected.best_epoch, "best_valid_metric": selected.best_metric,
+                           "epochs_run": len(selected.epochs) or None, "stop_reason": selected.stop_reason}
         return model
+
+    def training_batches(self, train: Interactions):
+        """The batcher ``fit`` would train with on ``train`` (for inspection and benchmarks)."""
+        self.validate()
+        return self._batcher(train)
+
+    def training_flops(self, train: Interactions) -> tuple[float, float]:
+        """Model FLOPs of one training epoch on ``train`` (forward + backward = 3x forward), counted on the
+        epoch's real batches: (network, output layer). The output layer counts the candidates each loss
+        scores (:meth:`_scored_candidates`); recomputation (the fused CE's backward) is not counted."""
+        self._check_fitted()
+        body = head = 0.0
+        for batch in self.training_batches(train).epoch(torch.Generator().manual_seed(self.seed)):
+            ids = batch.inputs if batch.inputs.dim() == 2 else batch.inputs[:, None]  # a session step: [B, 1]
+            body += self.net_.flops(ids)
+            head += self.net_.head_flops(batch.n_positions, self._scored_candidates(batch))
+        return 3 * body, 3 * head
+
+    def _scored_candidates(self, batch) -> int:
+        """Items the loss scores at each training position of ``batch``."""
+        raise NotImplementedError
+
+    # ---- scoring ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, histories: Histories, out: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_fitted()
+        self.net_.eval()
+        x = torch.from_numpy(np.ascontiguousarray(histories.windows(self.max_len)))
+        width = int((x != PAD).sum(1).max()) if len(x) else 1
+        x = x[:, x.shape[1] - max(width, 1):].to(self.device)  # trim common left padding
+        scores = self.net_.score(self._next_hidden(x).float(), out=out if self.device == "cpu" else None)
+        return scores.float()
 
     def _check_fitted(self) -> None:
         if getattr(self, "net_", None) is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or seqrec.load() first")
 
-    # ---- hooks for each model ------------------------------------------------------------------
-    def _make_optimizer(self) -> torch.optim.Optimizer | None:
-        return None  # the training loop's default: fused Adam
+    # ---- persistence (files are written and read by seqrec.rundir) -----------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """The network's weights, detached, on the CPU."""
+        self._check_fitted()
+        return {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
 
-    def _build_net(self, n_items: int) -> torch.nn.Module:
-        raise NotImplementedError
+    def restore(self, vocab, histories: Interactions, state: dict[str, torch.Tensor],
+                train_result: TrainResult | None) -> "NeuralRecommender":
+        """Rebuild the fitted model from saved parts (the inverse of :meth:`state`)."""
+        self.validate()
+        self.vocab_, self.histories_ = vocab, histories
+        self.net_ = self._build_net(vocab.n_items)
+        self.net_.load_state_dict(state)
+        self.net_.to(self.device).eval()
+        self.train_result_ = train_result
+        return self
 
-    def _training(self, train: Interactions, generator: torch.Generator):
-        raise NotImplementedError
 
-    def _score_last(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores [R, N] of every real item after the last position of each window x [R, L]."""
-        raise NotImplementedError
+class SequentialRecommender(NeuralRecommender):
+    """A neural model that reads the last ``max_len`` items of a history and trains with a registered loss."""
+
+    LOSSES = tuple(losses.LOSSES)  # the losses this model can train with (not an option: no annotation)
+
+    loss: str = option("ce", "training loss", choices=lambda cls: cls.LOSSES)
+    max_len: int = option(50, "items of a history read (older ones are dropped)", check=between(1))
+    dim: int = option(64, "hidden size", check=between(1))
+    n_blocks: int = option(2, "layers of the network", check=between(1))
+    n_negatives: int = option(256, "sampled negatives of the sampled losses", check=between(0))
+
+    def _scored_candidates(self, batch) -> int:
+        """Items the loss scores at each training position of ``batch``."""
+        kind = losses.get(self.loss).negatives
+        return {"catalogue": self.net_.n_items, "one": 2}.get(kind, 1 + self.n_negatives)
+
+
+class TransformerRecommender(SequentialRecommender):
+    """Options and precision of the self-attention models."""
+
+    n_heads: int = option(1, "attention heads (dim must be divisible by it)", check=between(1))
+    dropout: float = option(0.2, "dropout rate", check=between(0, 1, high_open=True))
+    attn_dropout: float | None = option(None, "dropout on the attention weights (None: dropout; 0 uses the "
+                                              "fused attention kernel)", check=between(0, 1, none_ok=True))
+    bucketing: bool = option(False, "batch windows of similar length (faster; each batch's loss weighted by "
+                                    "its share of the positions)")
+    bf16: bool = option(False, "run the network and the full-softmax products in bfloat16")
+
+    def _autocast(self):
+        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    def _encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            hidden = self.net_.encode(inputs.to(self.device))
+        return hidden.float()
+
+    def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.net_.encode(windows)[:, -1]

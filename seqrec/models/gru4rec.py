@@ -7,23 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from seqrec import losses, samplers
+from seqrec.data.batching import NextItemBatch, NextItemBatcher, SessionBatch, SessionParallelBatcher
 from seqrec.data.interactions import Interactions
-from seqrec.data.sequences import session_parallel
-from seqrec.errors import ConfigError, DataError, choose
-from seqrec.ids import FIRST_ITEM, PAD
+from seqrec.errors import ConfigError
+from seqrec.ids import FIRST_ITEM
 from seqrec.models.base import SequentialRecommender
+from seqrec.models.objectives import shared_scores
 from seqrec.nn.gru4rec import GRU4RecNet
 from seqrec.optim import OPTIMIZERS, make_optimizer
+from seqrec.options import between, option
 
 BATCHINGS = ("session", "padded")
-
-
-def right_align(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids [R, L] -> (the same rows right-padded, their lengths [R])."""
-    lengths = (x != PAD).sum(1)
-    width = x.shape[1]
-    index = (torch.arange(width, device=x.device)[None, :] + (width - lengths)[:, None]) % width
-    return x.gather(1, index), lengths
 
 
 class GRU4Rec(SequentialRecommender):
@@ -32,172 +26,152 @@ class GRU4Rec(SequentialRecommender):
     Network: :class:`seqrec.nn.gru4rec.GRU4RecNet`. Defaults are the official code's (one layer of 100,
     constrained embedding, cross-entropy, batch 64, 2048 extra negatives with alpha 0.5, Adagrad with
     momentum at lr 0.05, 10 epochs); tuned values per dataset are in its ``paramfiles`` (e.g. Diginetica
-    BPR-max: dim 512, batch 128, dropouts 0.5 / 0.3, momentum 0.15, alpha 0.3, bpreg 0.9, elu 1).
+    BPR-max: dim 512, batch 128, dropouts 0.5 / 0.3, momentum 0.15, alpha 0.3, bpreg 0.9, ELU alpha 1).
 
-    ``batching="session"`` (default): session-parallel mini-batches (:func:`seqrec.data.sequences.session_parallel`):
-    each "user" of the training log is a session, sessions run in order of their first timestamp, a slot's
-    hidden state is reset exactly when its session ends and the next one starts, gradients are truncated
-    after one step (as the official code). Per step, the candidates are the slots' targets plus
-    ``n_negatives`` items shared by the mini-batch, drawn ∝ popularity^``sample_alpha`` **before**
-    scoring; row i's positive is column i, every other column is a negative (other slots' targets
-    included). ``batching="padded"``: every position of the last ``max_len + 1`` events of each user,
-    like SASRec (for leave-one-out data); the candidates are each position's target plus the
-    ``n_negatives`` shared sampled items (the other positions' targets are not used: a batch holds
-    thousands of positions), or, for ``loss="ce"`` with ``n_negatives=0``, the whole catalogue.
+    ``batching="session"`` (default): session-parallel mini-batches
+    (:class:`~seqrec.data.batching.SessionParallelBatcher`): each "user" of the training log is a session,
+    sessions run in order of their first timestamp, a slot's hidden state is reset exactly when its session
+    ends and the next one starts, gradients are truncated after one step (as the official code). Per step,
+    the candidates are the slots' targets plus ``n_negatives`` items shared by the mini-batch, drawn ∝
+    popularity^``sample_alpha`` **before** scoring; row i's positive is column i, every other column is a
+    negative (other slots' targets included). ``batching="padded"``: every position of the last
+    ``max_len + 1`` events of each user, like SASRec (for leave-one-out data); the candidates are each
+    position's target plus the ``n_negatives`` shared sampled items (the other positions' targets are not
+    used: a batch holds thousands of positions), or, for ``loss="ce"`` with ``n_negatives=0``, the whole
+    catalogue.
 
-    Losses (softmax applied once, to raw scores): ``ce`` (with logQ correction ``logq`` > 0:
-    scores minus ``logq · log`` of each candidate's sampling weight, popularity for in-batch targets and
-    popularity^alpha for sampled items, as the official code), ``bpr_max`` (with ``bpreg`` score
-    regularisation; scores pass through ELU(``elu``) first when ``elu`` > 0, the official final
-    activation) and ``top1_max``. The loss of a step is its mean over the full ``batch_size`` slots
-    (the official sum / batch_size). Optimiser: ``adagrad_m`` (the official Adagrad with momentum,
+    Losses (softmax applied once, to raw scores): ``ce`` (cross-entropy over the candidates, with logQ
+    correction ``logq`` > 0: scores minus ``logq · log`` of each candidate's sampling weight, popularity for
+    in-batch targets and popularity^alpha for sampled items, as the official code), ``bpr_max`` (with
+    ``bpreg`` score regularisation; scores pass through ELU(``elu_alpha``) first when ``elu_alpha`` > 0, the
+    official final activation) and ``top1_max``. The loss of a step is its mean over the full ``batch_size``
+    slots (the official sum / batch_size). Optimiser: ``adagrad_m`` (the official Adagrad with momentum,
     sparse row updates for the item tables) or ``adam``.
     Scoring reads the last ``max_len`` events of a history (a session longer than that is truncated).
     """
 
     name = "gru4rec"
-    LOSSES = losses.SESSION_LOSSES
+    LOSSES = ("ce", "bpr_max", "top1_max")
+    DEFAULTS = {"dim": 100, "n_blocks": 1, "n_negatives": 2048, "lr": 0.05, "batch_size": 64, "epochs": 10,
+                "patience": 3}
 
-    def __init__(self, loss: str = "ce", batching: str = "session", dim: int = 100, n_layers: int = 1,
-                 embedding: int = 0, dropout_embed: float = 0.0, dropout_hidden: float = 0.0,
-                 n_negatives: int = 2048, sample_alpha: float = 0.5, logq: float = 0.0, bpreg: float = 1.0,
-                 elu: float = 0.5, optimizer: str = "adagrad_m", lr: float = 0.05, momentum: float = 0.0,
-                 batch_size: int = 64, max_len: int = 50, epochs: int = 10, patience: int = 3,
-                 time_budget: float | None = None, seed: int = 0,
-                 device: str = "cpu", progress: bool = True):
-        self.loss, self.batching, self.dim, self.n_layers, self.embedding = loss, batching, dim, n_layers, embedding
-        self.dropout_embed, self.dropout_hidden = dropout_embed, dropout_hidden
-        self.n_negatives, self.sample_alpha, self.logq, self.bpreg, self.elu = \
-            n_negatives, sample_alpha, logq, bpreg, elu
-        self.optimizer, self.lr, self.momentum = optimizer, lr, momentum
-        self.batch_size, self.max_len = batch_size, max_len
-        self.epochs, self.patience, self.time_budget = epochs, patience, time_budget
-        self.seed, self.device, self.progress = seed, device, progress
+    batching: str = option("session", "session-parallel mini-batches, or padded windows of each user",
+                           choices=BATCHINGS)
+    input_dim: int | None = option(None, "size of a separate input item table (None: the output table, the "
+                                         "official 'constrained embedding')", check=between(1, none_ok=True))
+    embed_dropout: float = option(0.0, "dropout on the input embeddings", check=between(0, 1, high_open=True))
+    hidden_dropout: float = option(0.0, "dropout on each GRU layer's output", check=between(0, 1, high_open=True))
+    sample_alpha: float = option(0.5, "negatives drawn ∝ popularity^alpha (0 uniform, 1 popularity)",
+                                 check=between(0))
+    logq: float = option(0.0, "logQ correction strength of the ce loss (0: off)", check=between(0))
+    bpreg: float = option(1.0, "score regularisation of bpr_max", check=between(0))
+    elu_alpha: float = option(0.5, "ELU alpha of the final activation under bpr_max (0: none)", check=between(0))
+    optimizer: str = option("adagrad_m", "the official Adagrad with momentum, or Adam", choices=OPTIMIZERS,
+                            group="training")
+    momentum: float = option(0.0, "momentum of adagrad_m", check=between(0), group="training")
 
-    def _build_net(self, n_items: int) -> GRU4RecNet:
-        losses.check_loss(self.loss, self.LOSSES)
-        choose("batching", self.batching, BATCHINGS)
-        choose("optimizer", self.optimizer, OPTIMIZERS)
+    def validate(self) -> None:
+        super().validate()
         if self.n_negatives == 0 and (self.loss != "ce" or self.batching == "session"):
             raise ConfigError("n_negatives=0 (full softmax) needs loss='ce' and batching='padded'")
-        if self.n_negatives < 0:
-            raise ConfigError(f"n_negatives must be >= 0, got {self.n_negatives}")
-        return GRU4RecNet(n_items, self.dim, self.n_layers, self.embedding, self.dropout_embed, self.dropout_hidden)
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def _build_net(self, n_items: int) -> GRU4RecNet:
+        sparse = self.optimizer == "adagrad_m"  # row-wise updates of the item tables, as the official code
+        return GRU4RecNet(n_items, self.dim, self.n_blocks, self.input_dim, self.embed_dropout,
+                          self.hidden_dropout, sparse)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.optimizer, self.net_.parameters(), self.lr, self.momentum)
 
-    def _score_last(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        right, lengths = right_align(x)
-        outputs = self.net_(right)  # [R, T, H]
-        last = outputs[torch.arange(len(x), device=x.device), (lengths - 1).clamp(min=0)]
-        last = last * (lengths > 0)[:, None]  # an empty history keeps the zero initial state
-        return self.net_.score(last, out=out)
-
-    def _sampled_loss(self, pos: torch.Tensor, neg: torch.Tensor, ignore: torch.Tensor,
-                      pos_weight: torch.Tensor | None, neg_weight: torch.Tensor | None) -> torch.Tensor:
-        """The configured loss of positives [M] against candidate scores [M, C] (``ignore`` [M, C])."""
-        if self.loss == "ce":
-            if self.logq > 0:  # logQ correction: subtract the log of each candidate's sampling weight
-                pos = pos - self.logq * torch.log(pos_weight)
-                neg = neg - self.logq * torch.log(neg_weight)
-            return losses.sampled_ce(pos, neg, ignore)
-        if self.loss == "bpr_max":
-            if self.elu > 0:
-                pos, neg = F.elu(pos, self.elu), F.elu(neg, self.elu)
-            return losses.bpr_max(pos, neg, ignore, self.bpreg)
-        return losses.top1_max(pos, neg, ignore)
-
-    def _training(self, train: Interactions, generator: torch.Generator):
+    def _batcher(self, train: Interactions):
         counts = torch.from_numpy(np.bincount(train.items - FIRST_ITEM, minlength=train.n_items))
-        sampler = samplers.PopularitySampler(counts, self.sample_alpha) if self.n_negatives else None
-        popularity = counts.float().clamp(min=1).to(self.device)  # logQ weights of in-batch targets
-        sample_weight = popularity ** self.sample_alpha
-        sparse = self.optimizer == "adagrad_m"  # row-wise updates of the item tables, as the official code
+        self._sampler = samplers.PopularitySampler(counts, self.sample_alpha) if self.n_negatives else None
+        self._popularity = counts.float().clamp(min=1).to(self.device)  # logQ weights of in-batch targets
+        self._state = None  # the session slots' hidden states, carried from step to step
         if self.batching == "session":
-            return self._session_training(train, generator, sampler, popularity, sample_weight, sparse)
-        return self._padded_training(train, generator, sampler, popularity, sample_weight, sparse)
+            return SessionParallelBatcher(train, self.batch_size)
+        return NextItemBatcher(train, self.max_len, self.batch_size)
 
-    def _session_training(self, train, generator, sampler, popularity, sample_weight, sparse):
-        lengths = train.lengths
-        sessions = np.flatnonzero(lengths >= 2)
-        if len(sessions) == 0:
-            raise DataError(f"{train.source}: no session has 2 training events; nothing to learn from")
-        start_times = np.asarray(train.times)[train.offsets[sessions]]
-        order = sessions[np.lexsort((sessions, start_times))]  # by first timestamp, as the official code
-        items = torch.from_numpy(train.items)
-        net, state = self.net_, {}
-        n_steps = int((lengths[sessions] - 1).sum())
-        n_batches = -(-n_steps // min(self.batch_size, len(sessions)))  # about: slots retire at the end
+    def _scored_candidates(self, batch) -> int:
+        if self.n_negatives == 0:
+            return self.net_.n_items
+        in_batch = batch.n_sequences if isinstance(batch, SessionBatch) else 1  # the other slots' targets
+        return in_batch + self.n_negatives
 
-        def batches(gen):
-            state["h"] = None
-            for positions, reset, keep in session_parallel(train.offsets, order, self.batch_size):
-                yield len(positions), (torch.from_numpy(positions), torch.from_numpy(reset),
-                                       None if keep is None else torch.from_numpy(keep))
+    def _batch_loss(self, batch, generator: torch.Generator) -> torch.Tensor:
+        if isinstance(batch, SessionBatch):
+            return self._session_loss(batch, generator)
+        return self._padded_loss(batch, generator)
 
-        def step_loss(batch) -> torch.Tensor:
-            positions = batch[0]
-            hidden, state["h"] = self._advance(state["h"], batch, items, sparse)
-            targets = items[positions + 1].to(self.device)
-            m = len(targets)
-            if sampler is not None:  # negatives drawn before any score is computed
-                extra = sampler.sample(self.n_negatives, generator).to(self.device)
-                columns = torch.cat([targets, extra])
-            else:
-                columns = targets
-            weights, bias = net.candidates(columns, sparse)
-            scores = torch.addmm(bias, hidden, weights.T)  # [M, M + K]
-            diagonal = torch.arange(m, device=self.device)
-            ignore = torch.zeros(scores.shape, dtype=torch.bool, device=self.device)
-            ignore[diagonal, diagonal] = True  # row i's positive is column i
-            column_weight = None
-            if self.loss == "ce" and self.logq > 0:
-                column_weight = torch.cat([popularity[targets - FIRST_ITEM],
-                                           sample_weight[columns[m:] - FIRST_ITEM]])[None, :]
-            loss = self._sampled_loss(scores[diagonal, diagonal], scores, ignore,
-                                      None if column_weight is None else column_weight[0, :m], column_weight)
-            return loss * (m / self.batch_size)
+    def _candidate_loss(self, pos: torch.Tensor, neg: torch.Tensor, ignore: torch.Tensor,
+                        pos_weight: torch.Tensor | None, neg_weight: torch.Tensor | None) -> torch.Tensor:
+        """The configured loss of positives [M] against candidate scores [M, C] (``ignore`` [M, C]); the
+        sampling weights of the positives [M] and candidates [1, C] serve the logQ correction."""
+        loss = losses.get("sampled_ce" if self.loss == "ce" else self.loss, self.LOSSES + ("sampled_ce",))
+        if self.loss == "ce" and self.logq > 0:  # subtract the log of each candidate's sampling weight
+            pos = pos - self.logq * torch.log(pos_weight)
+            neg = neg - self.logq * torch.log(neg_weight)
+        if self.loss == "bpr_max":
+            if self.elu_alpha > 0:
+                pos, neg = F.elu(pos, self.elu_alpha), F.elu(neg, self.elu_alpha)
+            return loss.fn(pos, neg, ignore, self.bpreg)
+        return loss.fn(pos, neg, ignore)
 
-        return batches, n_batches, step_loss
+    def _weights(self, items: torch.Tensor, alpha: float = 1.0) -> torch.Tensor | None:
+        """Sampling weights of ``items`` for the logQ correction: popularity (in-batch targets) or
+        popularity^alpha (sampled items); None when the correction is off."""
+        if self.loss != "ce" or self.logq <= 0:
+            return None
+        return self._popularity[items - FIRST_ITEM] ** alpha
 
-    def _advance(self, h: list[torch.Tensor] | None, batch, items: torch.Tensor, sparse: bool = False):
-        """One session-parallel step: (outputs [b, H], new per-layer states) from the previous states ``h``
-        (None at the start of an epoch) and ``batch = (positions, reset, keep)`` of
-        :func:`~seqrec.data.sequences.session_parallel`. Retired slots are dropped, and a slot whose session
-        starts here gets an exact zero state; gradients stop at the step boundary (as the official code)."""
-        positions, reset, keep = batch
+    def _session_loss(self, batch: SessionBatch, generator: torch.Generator) -> torch.Tensor:
+        hidden = self._advance(batch)
+        targets = batch.targets.to(self.device)
+        m = len(targets)
+        extra = None
+        if self._sampler is not None:  # negatives drawn before any score is computed
+            extra = self._sampler.sample(self.n_negatives, generator).to(self.device)
+        columns = targets if extra is None else torch.cat([targets, extra])
+        weights, bias = self.net_.candidate_embeddings(columns)
+        scores = torch.addmm(bias, hidden, weights.T)  # [M, M + K]
+        diagonal = torch.arange(m, device=self.device)
+        ignore = torch.zeros(scores.shape, dtype=torch.bool, device=self.device)
+        ignore[diagonal, diagonal] = True  # row i's positive is column i
+        pos_weight = self._weights(targets)
+        neg_weight = None
+        if pos_weight is not None:
+            neg_weight = pos_weight if extra is None else torch.cat([pos_weight, self._weights(extra, self.sample_alpha)])
+            neg_weight = neg_weight[None, :]
+        loss = self._candidate_loss(scores[diagonal, diagonal], scores, ignore, pos_weight, neg_weight)
+        return loss * (m / self.batch_size)
+
+    def _advance(self, batch: SessionBatch) -> torch.Tensor:
+        """One session-parallel step: the slots' outputs [b, H] from the carried states (none at an epoch's
+        first step). Retired slots are dropped, and a slot whose session starts here gets an exact zero
+        state; gradients stop at the step boundary (as the official code)."""
+        h = None if batch.first else self._state
         if h is None:
-            h = self.net_.initial_state(len(positions), self.device)
-        if keep is not None:  # slots retired: no session left to fill them
-            h = [layer[keep.to(self.device)] for layer in h]
-        reset = reset.to(self.device)[:, None]
+            h = self.net_.initial_state(len(batch.positions), self.device)
+        if batch.keep is not None:  # slots retired: no session left to fill them
+            h = [layer[batch.keep.to(self.device)] for layer in h]
+        reset = batch.reset.to(self.device)[:, None]
         h = [layer.detach().masked_fill(reset, 0.0) for layer in h]
-        return self.net_.step(items[positions].to(self.device), h, sparse)
+        hidden, self._state = self.net_.step(batch.inputs.to(self.device), h)
+        return hidden
 
-    def _padded_training(self, train, generator, sampler, popularity, sample_weight, sparse):
-        all_windows, real = self._user_windows(train, self.max_len + 1, min_events=2)
-        batches, n_batches = self._window_batches(all_windows, real)
-        net = self.net_
-
-        def step_loss(window: torch.Tensor) -> torch.Tensor:
-            right, _ = right_align(window.to(self.device))
-            inputs, targets = right[:, :-1], right[:, 1:]
-            mask = targets != PAD
-            hidden = net(inputs, sparse)[mask]  # [M, H]
-            targets = targets[mask]
-            if sampler is None:  # full softmax over the catalogue
-                return losses.ce(hidden, net.item_weights(), targets - FIRST_ITEM, bias=net.item_bias())
-            pos_w, pos_b = net.candidates(targets, sparse)
-            pos = (hidden * pos_w).sum(1) + pos_b
-            extra = sampler.sample(self.n_negatives, generator).to(self.device)
-            neg_w, neg_b = net.candidates(extra, sparse)
-            neg = torch.addmm(neg_b, hidden, neg_w.T)  # [M, K]
-            clash = extra[None, :] == targets[:, None]
-            return self._sampled_loss(pos, neg, clash, popularity[targets - FIRST_ITEM],
-                                      sample_weight[extra - FIRST_ITEM][None, :])
-
-        return batches, n_batches, step_loss
+    def _padded_loss(self, batch: NextItemBatch, generator: torch.Generator) -> torch.Tensor:
+        inputs = batch.inputs.to(self.device)
+        mask = batch.mask.to(self.device)
+        hidden = self.net_.encode(inputs)[mask]  # [M, H]
+        targets = batch.targets.to(self.device)[mask]
+        if self._sampler is None:  # full softmax over the catalogue
+            weights, bias = self.net_.output_embeddings()
+            return losses.get("ce").fn(hidden, weights, targets - FIRST_ITEM, bias=bias)
+        extra = self._sampler.sample(self.n_negatives, generator).to(self.device)
+        pos, neg, clash = shared_scores(self.net_, hidden, targets, extra)
+        neg_weight = self._weights(extra, self.sample_alpha)
+        return self._candidate_loss(pos, neg, clash, self._weights(targets),
+                                    None if neg_weight is None else neg_weight[None, :])
 
 
 class GRU4RecPlus(GRU4Rec):
@@ -207,14 +181,5 @@ class GRU4RecPlus(GRU4Rec):
     class default, to keep CPU training short: pass ``dim=512`` for the tuned size)."""
 
     name = "gru4rec+"
-
-    def __init__(self, loss: str = "bpr_max", batching: str = "session", dim: int = 100, n_layers: int = 1,
-                 embedding: int = 0, dropout_embed: float = 0.5, dropout_hidden: float = 0.3,
-                 n_negatives: int = 2048, sample_alpha: float = 0.3, logq: float = 0.0, bpreg: float = 0.9,
-                 elu: float = 1.0, optimizer: str = "adagrad_m", lr: float = 0.05, momentum: float = 0.15,
-                 batch_size: int = 128, max_len: int = 50, epochs: int = 10, patience: int = 3,
-                 time_budget: float | None = None, seed: int = 0,
-                 device: str = "cpu", progress: bool = True):
-        super().__init__(loss, batching, dim, n_layers, embedding, dropout_embed, dropout_hidden, n_negatives,
-                         sample_alpha, logq, bpreg, elu, optimizer, lr, momentum, batch_size, max_len, epochs,
-                         patience, time_budget, seed, device, progress)
+    DEFAULTS = {"loss": "bpr_max", "embed_dropout": 0.5, "hidden_dropout": 0.3, "sample_alpha": 0.3,
+                "bpreg": 0.9, "elu_alpha": 1.0, "momentum": 0.15, "batch_size": 128}

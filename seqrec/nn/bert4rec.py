@@ -33,7 +33,8 @@ Deviations, each deliberate:
   matrix and embedding table from a Xavier normal, as RecTools' BERT4Rec.
 - ``item_dropout`` (an option; default 0, the reference has none) drops entries of the whole item table once
   per training step, and that one sample embeds the input and scores the output (RecTools' BERT4Rec does
-  this in ``IdEmbeddingsItemNet``); :meth:`BERT4RecNet.table` is the step's table.
+  this in ``IdEmbeddingsItemNet``): in training, :meth:`BERT4RecNet.output_embeddings` returns the sample
+  the last ``encode`` embedded its input with.
 
 Axes: B batch, L sequence, D dim, H heads, N items.
 """
@@ -45,12 +46,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
-from seqrec.nn.sasrec import Dropout, dropout
+from seqrec.nn.layers import Dropout, SequenceNet, dropout, init_parameters
 
 HEADS = ("paper", "dot")
 NORMS = ("post", "pre", "rectools")
 INITS = ("bert", "xavier")
 _EPS = 1e-12
+
+
+def _truncated_normal(param: torch.Tensor) -> None:
+    nn.init.trunc_normal_(param, std=0.02, a=-0.04, b=0.04)  # TF truncated_normal: within 2 std
 
 
 class SelfAttention(nn.Module):
@@ -101,7 +106,7 @@ class Layer(nn.Module):
         return self.ffn_dropout(self.outer(self.inner_dropout(F.gelu(self.inner(x)))))
 
 
-class BERT4RecNet(nn.Module):
+class BERT4RecNet(SequenceNet):
     def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 2, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None, head: str = "paper",
                  norm: str = "post", init: str = "bert", item_dropout: float = 0.0):
@@ -113,7 +118,7 @@ class BERT4RecNet(nn.Module):
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose from {list(INITS)}")
         attn_dropout = dropout if attn_dropout is None else attn_dropout
-        self.n_items, self.max_len, self.dim, self.head = n_items, max_len, dim, head
+        self.n_items, self.max_len, self.dim, self.head_kind = n_items, max_len, dim, head
         self.item_dropout = item_dropout
         self._table: torch.Tensor | None = None  # the item table of the last training forward
         self.item_emb = nn.Embedding(n_embeddings(n_items, with_mask=True), dim, padding_idx=PAD)
@@ -126,17 +131,9 @@ class BERT4RecNet(nn.Module):
             self.transform = nn.Linear(dim, dim)
             self.transform_norm = nn.LayerNorm(dim, eps=_EPS)
             self.out_bias = nn.Parameter(torch.zeros(n_items))
-        for name, param in self.named_parameters():
-            if param.dim() == 2 and init == "xavier":
-                nn.init.xavier_normal_(param)
-            elif param.dim() == 2:
-                nn.init.trunc_normal_(param, std=0.02, a=-0.04, b=0.04)  # TF truncated_normal: within 2 std
-            elif "norm" not in name:
-                nn.init.zeros_(param)
-        with torch.no_grad():
-            self.item_emb.weight[PAD].zero_()
+        init_parameters(self, nn.init.xavier_normal_ if init == "xavier" else _truncated_normal, self.item_emb)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] for left-padded ids [B, L] (L <= max_len; may hold the MASK id)."""
         b, l = items.shape
         table = self.item_emb.weight
@@ -150,9 +147,11 @@ class BERT4RecNet(nn.Module):
             x = layer(x, allowed)
         return x if self.final_norm is None else self.final_norm(x)
 
-    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+    forward = encode
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """The head's transform of hidden states [..., D] (identity for ``head="dot"``)."""
-        if self.head == "dot":
+        if self.head_kind == "dot":
             return hidden
         return self.transform_norm(F.gelu(self.transform(hidden)))
 
@@ -161,14 +160,16 @@ class BERT4RecNet(nn.Module):
         (one ``item_dropout`` sample shared by input and output); in evaluation the weights."""
         return self._table if self.training and self._table is not None else self.item_emb.weight
 
-    def item_weights(self) -> torch.Tensor:
-        """[N, D] output embeddings of the real items (the input table, tied)."""
-        return self.table()[FIRST_ITEM:FIRST_ITEM + self.n_items]
+    def output_embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[N, D] real rows of this step's item table (tied to the input), and the per-item bias of the
+        paper's head (None for ``head="dot"``)."""
+        return self.table()[FIRST_ITEM:FIRST_ITEM + self.n_items], self.out_bias if self.head_kind == "paper" else None
 
-    def item_bias(self) -> torch.Tensor | None:
-        return self.out_bias if self.head == "paper" else None
+    def flops(self, ids: torch.Tensor) -> float:
+        """Per layer and position: QKV, output projection and the 4x feed-forward (24·D²), attention (4·L·D)."""
+        b, l = ids.shape
+        return float(len(self.layers) * b * l * (24 * self.dim ** 2 + 4 * l * self.dim))
 
-    def score(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores [M, N] of every real item for hidden states [M, D] (into ``out`` if given)."""
-        scores = torch.mm(self.project(hidden), self.item_weights().T, out=out)
-        return scores if self.head == "dot" else scores.add_(self.out_bias)
+    def head_flops(self, n_positions: int, n_candidates: int) -> float:
+        transform = 2.0 * n_positions * self.dim ** 2 if self.head_kind == "paper" else 0.0
+        return transform + super().head_flops(n_positions, n_candidates)

@@ -31,48 +31,12 @@ Axes: B batch, L sequence, D dim, H heads, N items.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from seqrec.ids import FIRST_ITEM, PAD, n_embeddings
-
-
-def keep_mask(shape: tuple[int, ...], p: float, device=None) -> torch.Tensor:
-    """Boolean mask of ``shape``, each entry False (dropped) with probability ``p`` rounded to a multiple of
-    2^-15, independently, from the global generator.
-
-    Built from 64-bit random words cut into 16-bit lanes (15 uniform bits each): for a 54,544 x 256 mask on
-    one core of the dev machine 35–40 ms, against 74–144 ms for ``torch.rand(shape) >= p`` and 156–258 ms for
-    ``bernoulli_`` (``nn.Dropout``). That matters when the mask covers a whole item table (BERT4Rec's
-    ``item_dropout`` at dim 256 on Beauty: 14M entries per step, which took a third of the step).
-    """
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # [0, 2^63): 63 random bits
-    lanes = words.view(torch.int16)[:n].view(shape).bitwise_and_(0x7FFF)  # 4 lanes of 15 uniform bits per word
-    return lanes >= round(p * 32768)
-
-
-class Dropout(nn.Module):
-    """Inverted dropout with its mask from :func:`keep_mask` (several times faster on a CPU than the
-    ``bernoulli_`` inside ``nn.Dropout``; the same distribution up to p's rounding to 2^-15, drawn from the
-    same global generator)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        return dropout(x, self.p)
-
-
-def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """``x`` with entries zeroed with probability ``p`` and the rest scaled by 1 / (1 - p) (training only)."""
-    return x * keep_mask(tuple(x.shape), p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p))
+from seqrec.nn.layers import Dropout, SequenceNet, init_parameters
 
 
 class CausalSelfAttention(nn.Module):
@@ -123,7 +87,7 @@ class Block(nn.Module):
         return self.ffn(self.ffn_norm(x)) * keep
 
 
-class SASRecNet(nn.Module):
+class SASRecNet(SequenceNet):
     def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 1, n_blocks: int = 2,
                  dropout: float = 0.2, attn_dropout: float | None = None):
         super().__init__()
@@ -134,15 +98,9 @@ class SASRecNet(nn.Module):
         self.emb_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList([Block(dim, n_heads, dropout, attn_dropout) for _ in range(n_blocks)])
         self.final_norm = nn.LayerNorm(dim, eps=1e-8)
-        for name, param in self.named_parameters():
-            if param.dim() == 2:
-                nn.init.xavier_uniform_(param)
-            elif "norm" not in name:
-                nn.init.zeros_(param)
-        with torch.no_grad():
-            self.item_emb.weight[PAD].zero_()
+        init_parameters(self, nn.init.xavier_uniform_, self.item_emb)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, D] for left-padded item ids [B, L] (L <= max_len)."""
         b, l = items.shape
         keep = (items != PAD).unsqueeze(-1)  # [B, L, 1]
@@ -156,10 +114,13 @@ class SASRecNet(nn.Module):
             x = block(x, allowed, keep)
         return self.final_norm(x)
 
-    def item_weights(self) -> torch.Tensor:
-        """[N, D] output embeddings of the real items (row j = internal id j + FIRST_ITEM)."""
-        return self.item_emb.weight[FIRST_ITEM:FIRST_ITEM + self.n_items]
+    forward = encode
 
-    def score(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores [M, N] of every real item for hidden states [M, D] (into ``out`` if given)."""
-        return torch.mm(hidden, self.item_weights().T, out=out)
+    def output_embeddings(self) -> tuple[torch.Tensor, None]:
+        """The input item table's real rows [N, D] (tied), no bias."""
+        return self.item_emb.weight[FIRST_ITEM:FIRST_ITEM + self.n_items], None
+
+    def flops(self, ids: torch.Tensor) -> float:
+        """Per block and position: Q, K, V and the two feed-forward maps (10·D²), attention (4·L·D)."""
+        b, l = ids.shape
+        return float(len(self.blocks) * b * l * (10 * self.dim ** 2 + 4 * l * self.dim))

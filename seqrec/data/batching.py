@@ -1,0 +1,244 @@
+"""Training batches, one class per batching scheme. Each is built from the training sequences, knows its
+number of batches per epoch, and yields an epoch of batches from a ``torch.Generator`` (the only source of
+randomness, so a seed fixes every epoch).
+
+- :class:`NextItemBatcher`: left-padded windows of each user's last ``max_len + 1`` items; every
+  position predicts the next item (SASRec, GRU4Rec's padded training).
+- :class:`ClozeBatcher`: windows of the last ``max_len`` items (optionally sliding windows), a fresh
+  random mask every epoch and the Cloze corruption (BERT4Rec).
+- :class:`SessionParallelBatcher`: GRU4Rec's session-parallel mini-batches, one event per slot per step.
+
+Every batch has ``inputs`` (the ids the network reads), ``n_sequences`` and ``n_positions`` (positions
+with a training target). Axes: B batch, W window width (trimmed to the batch's longest window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqrec.data.interactions import Interactions
+from seqrec.data.sequences import session_parallel, windows
+from seqrec.errors import DataError
+from seqrec.ids import FIRST_ITEM, PAD, mask_id
+
+BUCKET_BATCHES = 32  # with bucketing, rows are sorted by length within groups of this many batches
+
+
+def user_windows(train: Interactions, width: int, min_events: int, stride: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded windows [R, width] of the last ``width`` training items of every user with at least
+    ``min_events`` events, and their non-padding counts [R].
+
+    ``stride > 0``: a history longer than ``width`` also gives the windows starting ``stride``,
+    ``2 stride``, ... items before its last window's start, and one starting at its first item (the sliding
+    windows of BERT4Rec's reference data generator, ``gen_data_fin.py``)."""
+    lengths = train.lengths
+    users = np.flatnonzero(lengths >= min_events)
+    if len(users) == 0:
+        raise DataError(f"{train.source}: no user has {min_events} training event(s); nothing to learn from")
+    starts, lengths = train.offsets[users].astype(np.int64), lengths[users].astype(np.int64)
+    ends = starts + lengths
+    if stride > 0:
+        extra = np.where(lengths > width, -(-(lengths - width) // stride), 0)  # windows before the last one
+        user = np.repeat(np.arange(len(users)), extra + 1)
+        k = np.arange(len(user)) - np.repeat(np.cumsum(extra + 1) - (extra + 1), extra + 1)  # 0 = last window
+        back = np.maximum(ends[user] - k * stride, starts[user] + width)  # the furthest back starts at the first item
+        ends = np.where(k > 0, back, ends[user])
+        starts, lengths = starts[user], ends - starts[user]
+    all_windows = torch.from_numpy(windows(train.items, starts, ends, width))
+    return all_windows, torch.from_numpy(np.minimum(lengths, width))
+
+
+class WindowBatcher:
+    """Batches of rows of left-padded ``windows`` [R, W] (``real`` [R] non-padding counts), each trimmed to
+    its longest window. Random batches; with ``bucketing``, every shuffled group of 32 batches' worth of
+    rows is sorted by length and the batch order shuffled, so a batch carries little padding."""
+
+    mean_positions = 1.0  # training positions of the mean batch (set by each scheme)
+
+    def __init__(self, windows: torch.Tensor, real: torch.Tensor, batch_size: int, bucketing: bool = False):
+        self.windows, self.real, self.batch_size, self.bucketing = windows, real, batch_size, bucketing
+        self.n_batches = -(-len(windows) // batch_size)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def weight(self, n_positions: int) -> float:
+        """A batch's loss weight: with bucketing, batches differ a lot in their number of training positions,
+        and weighting each batch's mean loss by its positions over the mean batch's keeps every position's
+        weight equal, as with random batches (unweighted, bucketing lost accuracy); 1 without bucketing."""
+        return float(n_positions) / self.mean_positions if self.bucketing else 1.0
+
+    def window_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        order = torch.randperm(len(self.windows), generator=generator)
+        if self.bucketing:
+            group = self.batch_size * BUCKET_BATCHES
+            order = torch.cat([part[torch.argsort(self.real[part], stable=True)] for part in order.split(group)])
+            starts = torch.randperm(self.n_batches, generator=generator) * self.batch_size
+        else:
+            starts = torch.arange(self.n_batches) * self.batch_size
+        for s in starts.tolist():
+            rows = order[s:s + self.batch_size]
+            width = int(self.real[rows].max())
+            yield self.windows[rows, self.windows.shape[1] - width:]  # trimmed
+
+
+@dataclass
+class NextItemBatch:
+    window: torch.Tensor  # [B, W] left-padded; inputs window[:, :-1], targets window[:, 1:]
+    weight: float = 1.0  # the loss weight (see WindowBatcher.weight)
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.window)
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.window[:, :-1]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.window[:, 1:]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[B, W - 1] positions with a target (a target is real wherever its input is)."""
+        return self.inputs != PAD
+
+    @property
+    def n_positions(self) -> int:
+        """Positions with a training target."""
+        return int(self.mask.sum())
+
+
+class NextItemBatcher(WindowBatcher):
+    """Each user's last ``max_len + 1`` training items (users with at least 2): ``max_len`` (input,
+    next item) pairs, every non-padding position a training target (the SASRec reference's data)."""
+
+    def __init__(self, train: Interactions, max_len: int, batch_size: int, bucketing: bool = False):
+        super().__init__(*user_windows(train, max_len + 1, min_events=2), batch_size, bucketing)
+        self.mean_positions = float((self.real - 1).clamp(min=0).sum()) / self.n_batches  # targets per batch
+
+    def epoch(self, generator: torch.Generator) -> Iterator[NextItemBatch]:
+        for window in self.window_batches(generator):
+            yield NextItemBatch(window, self.weight((window[:, :-1] != PAD).sum()))
+
+
+@dataclass
+class ClozeBatch:
+    window: torch.Tensor  # [B, W] the true items, left-padded
+    inputs: torch.Tensor  # [B, W] the corrupted input
+    chosen: torch.Tensor  # [B, W] bool: masked positions, the training targets
+    weight: float = 1.0  # the loss weight (see WindowBatcher.weight)
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.window)
+
+    @property
+    def n_positions(self) -> int:
+        """Positions with a training target (the masked ones)."""
+        return int(self.chosen.sum())
+
+
+def cloze_mask(window: torch.Tensor, mask_prob: float, last_mask_prob: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """Boolean [B, W]: exactly ``max(1, round(length * mask_prob))`` real positions of each left-padded
+    window (as BERT's data generator); in a ``last_mask_prob`` share of the windows the last item only."""
+    real = window != PAD
+    n_mask = torch.clamp(torch.round(real.sum(1) * mask_prob), min=1).to(torch.int64)
+    keys = torch.rand(window.shape, generator=generator).masked_fill_(~real, 2.0)
+    chosen = keys.argsort(1).argsort(1) < n_mask[:, None]  # the n_mask real positions of lowest key
+    if last_mask_prob > 0:
+        last = torch.rand(len(window), generator=generator) < last_mask_prob
+        chosen[last] = False
+        chosen[last, -1] = True  # left padding: the last column is always a real item
+    return chosen
+
+
+def corrupt(window: torch.Tensor, chosen: torch.Tensor, n_items: int, mask_token_share: float,
+            generator: torch.Generator) -> torch.Tensor:
+    """The training input: chosen positions become ``[mask]`` (or, beyond ``mask_token_share``, a random
+    item or themselves, half and half; BERT's 80/10/10 is ``mask_token_share=0.8``)."""
+    inputs = window.masked_fill(chosen, mask_id(n_items))
+    if mask_token_share < 1.0:
+        u = torch.rand(window.shape, generator=generator)
+        keep = chosen & (u >= mask_token_share + (1 - mask_token_share) / 2)
+        random = chosen & (u >= mask_token_share) & ~keep
+        inputs[keep] = window[keep]
+        inputs[random] = torch.randint(FIRST_ITEM, FIRST_ITEM + n_items, (int(random.sum()),), generator=generator)
+    return inputs
+
+
+class ClozeBatcher(WindowBatcher):
+    """BERT4Rec's training data: each user's last ``max_len`` items (and, with ``stride``, the reference's
+    sliding windows), masked afresh every epoch (:func:`cloze_mask`) and corrupted (:func:`corrupt`)."""
+
+    def __init__(self, train: Interactions, max_len: int, batch_size: int, mask_prob: float,
+                 mask_token_share: float = 1.0, last_mask_prob: float = 0.0, stride: int = 0,
+                 bucketing: bool = False):
+        super().__init__(*user_windows(train, max_len, min_events=1, stride=stride), batch_size, bucketing)
+        self.n_items, self.mask_prob = train.n_items, mask_prob
+        self.mask_token_share, self.last_mask_prob = mask_token_share, last_mask_prob
+        expected = torch.clamp(torch.round(self.real * mask_prob), min=1)
+        expected = (1 - last_mask_prob) * expected + last_mask_prob
+        self.mean_positions = float(expected.sum()) / self.n_batches  # expected masked positions per batch
+
+    def epoch(self, generator: torch.Generator) -> Iterator[ClozeBatch]:
+        for window in self.window_batches(generator):
+            chosen = cloze_mask(window, self.mask_prob, self.last_mask_prob, generator)
+            inputs = corrupt(window, chosen, self.n_items, self.mask_token_share, generator)
+            yield ClozeBatch(window, inputs, chosen, self.weight(chosen.sum()))
+
+
+@dataclass
+class SessionBatch:
+    """One session-parallel step: ``inputs`` [b] (event ``positions``) predict ``targets`` [b]; ``reset``
+    [b] marks slots whose session starts here; ``keep`` (None, or bool over the previous step's slots) the
+    slots still in use; ``first`` the epoch's first step (no state carried into it)."""
+
+    positions: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    reset: torch.Tensor
+    keep: torch.Tensor | None
+    first: bool
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.positions)
+
+
+class SessionParallelBatcher:
+    """Session-parallel mini-batches (GRU4Rec, Hidasi et al. 2016, Fig. 2) over the sessions with at least
+    2 events, in order of their first timestamp (ties by session index), as the official code."""
+
+    def __init__(self, train: Interactions, batch_size: int):
+        lengths = train.lengths
+        sessions = np.flatnonzero(lengths >= 2)
+        if len(sessions) == 0:
+            raise DataError(f"{train.source}: no session has 2 training events; nothing to learn from")
+        start_times = np.asarray(train.times)[train.offsets[sessions]]
+        self.order = sessions[np.lexsort((sessions, start_times))]
+        self.offsets, self.items, self.batch_size = train.offsets, torch.from_numpy(train.items), batch_size
+        n_steps = int((lengths[sessions] - 1).sum())
+        self.n_batches = -(-n_steps // min(batch_size, len(sessions)))  # about: slots retire at the end
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def epoch(self, generator: torch.Generator | None = None) -> Iterator[SessionBatch]:
+        first = True
+        for positions, reset, keep in session_parallel(self.offsets, self.order, self.batch_size):
+            positions = torch.from_numpy(positions)
+            yield SessionBatch(positions, self.items[positions], self.items[positions + 1], torch.from_numpy(reset),
+                               None if keep is None else torch.from_numpy(keep), first)
+            first = False
