@@ -116,7 +116,7 @@ def run(name: str, args) -> dict:
     eval_seconds = time.perf_counter() - tick
     n_events = int(train.lengths[train.lengths >= 2].sum() - (train.lengths >= 2).sum())  # (input, target) pairs
     return {
-        "name": name, "command": " ".join(sys.argv),
+        "name": name, "model": model.name, "command": " ".join(sys.argv),
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(), "device": args.device,
                     "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None},
         "dataset": log.summary(), "split": split.card(), "params": model.get_params(),

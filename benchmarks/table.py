@@ -11,28 +11,32 @@ import json
 import math
 from pathlib import Path
 
+import seqrec
+from seqrec import losses
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _setting(p: dict) -> str:
-    """Loss and the options that set a run apart, in a few words."""
+BOOKKEEPING = {"loss", "epochs", "patience", "seed", "device", "progress", "time_budget"}
+RENAMED = {"n_layers": "n_blocks", "embedding": "input_dim", "dropout_embed": "embed_dropout",
+           "dropout_hidden": "hidden_dropout", "elu": "elu_alpha"}  # names of results written before the rename
+
+
+def _setting(p: dict, model: str) -> str:
+    """The loss and every option of the run that differs from the model's declared default, in a few words
+    (so an option added to a model shows here without touching this file)."""
+    defaults = seqrec.MODELS[model]().get_params() if model in seqrec.MODELS else {}
+    uses_negatives = model.startswith("gru4rec") or losses.LOSSES[p["loss"]].negatives == "sampled"
     parts = [p["loss"]]
-    if p.get("dim", 64) != 64 and "n_heads" in p:  # the issue's size is 64; say when a run is larger
-        parts.append(f"dim {p['dim']} / {p['n_heads']} heads")
-    for name in ("bf16", "bucketing"):
-        if p.get(name):
-            parts.append("bucketed" if name == "bucketing" else name)
-    for name in ("head", "norm", "init", "mask_prob", "mask_token_share", "last_mask_prob", "weight_decay",
-                 "item_dropout", "sliding_window", "batching", "n_negatives", "optimizer"):
-        if name == "n_negatives" and p["loss"] in ("ce", "bce") and "batching" not in p:
-            continue  # not used by these losses
-        if name == "mask_token_share" and p.get(name) == 1.0:
-            continue  # the default: every chosen position becomes [mask]
-        if name in p and p[name] not in (None, 0.0, "bert"):
-            parts.append(f"{name} {p[name]}")
-    if "attn_dropout" in p:
-        attn = p["dropout"] if p["attn_dropout"] is None else p["attn_dropout"]
-        parts.append(f"dropout {p['dropout']} / {attn}")
+    for old, value in p.items():
+        name = RENAMED.get(old, old)
+        if old == "embedding" and value == 0:
+            value = None  # 0 meant the tied table
+        if name in BOOKKEEPING or (name in defaults and value == defaults[name]) or value is None:
+            continue
+        if name == "n_negatives" and not uses_negatives:
+            continue
+        parts.append(name if value is True else f"{name} {value}")
     return ", ".join(parts)
 
 
@@ -54,7 +58,7 @@ def leave_one_out_table() -> list[str]:
         speed = "–" if gflops is None or math.isnan(gflops) else f"{gflops}" + (f" ({share:.0%})" if share else "")
         machine = r.get("machine", {})
         threads = machine.get("gpu") or machine.get("torch_threads", "")  # GPU runs: the GPU's name
-        setting = _setting(p)
+        setting = _setting(p, model)
         if "refit" in r:  # trained on train + validation for epochs chosen by a selection run; no validation
             setting += f", **refit on train+valid, {r['refit']['epochs']} epochs**"
         rows.append(f"| {path.stem} | {model} | {setting} | {threads} | {t['epochs_run']} ({t['best_epoch']}) "
@@ -76,7 +80,9 @@ def session_table() -> list[str]:
         share = prof.get("share", {})
         split = " / ".join(f"{share.get(k, 0):.0%}" for k in ("forward_and_loss", "backward", "optimizer")) \
             if share else "–"
-        setting = _setting(p) + (f", dim {p['dim']}, batch {p['batch_size']}" if "dim" in p else "")
+        model = r.get("model") or ("gru4rec+" if "gru4rec-plus" in path.stem else
+                                   "gru4rec" if "batching" in p else "sasrec")
+        setting = _setting(p, model)
         where = r["machine"].get("gpu") or r["machine"]["torch_threads"]
         rows.append(f"| {path.stem} | {setting} | {where} | {t['epochs_run']} ({t['best_epoch']}) "
                     f"| {t['seconds_per_epoch_median']} | {t['events_per_s']:.0f} | {split} "
@@ -91,7 +97,8 @@ def gap_table() -> list[str]:
     for path in sorted(RESULTS.glob("gap-*.json")):
         r = json.loads(path.read_text())
         for who, values in r["NDCG@10"].items():
-            rows.append(f"| {path.stem} | {_setting(r['params'])} | {r['torch_threads']} | {r['best_epoch']} | {who} | "
+            model = "bert4rec" if "mask_prob" in r["params"] else "sasrec"
+            rows.append(f"| {path.stem} | {_setting(r['params'], model)} | {r['torch_threads']} | {r['best_epoch']} | {who} | "
                         + " | ".join(f"{values[v]:.4f}" for v in variants) + " |")
     return rows
 

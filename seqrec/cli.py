@@ -36,17 +36,26 @@ def _summary(cls) -> str:
 
 def add_options(parser: argparse.ArgumentParser, cls: type[Options], names=None, title: str | None = None,
                 defaults_shown: str = "default") -> None:
-    """One flag per declared option of ``cls`` (or only ``names``), in argument groups by the options' group."""
-    types, groups = cls.option_types(), {}
+    """One flag per declared option of ``cls`` (or only ``names``), in argument groups by the options' group
+    (``title``'s group first; an option of group "" goes to the parser's main list)."""
+    types = cls.option_types()
+    groups = {"": parser}
+    if title:
+        groups[title] = parser.add_argument_group(f"{title} options")
     for name, f in cls.option_fields().items():
         if names is not None and name not in names:
             continue
-        group_name = f.metadata.get("group") or title or cls.__name__
+        group_name = f.metadata.get("group")
+        group_name = (title or cls.__name__) if group_name is None else group_name
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(f"{group_name} options")
         kind, choices = types[name], cls.choices(name)
-        shown = ",".join(map(str, f.default)) if isinstance(f.default, (list, tuple)) else f.default
-        text = f"{f.metadata.get('help', '')} ({defaults_shown}: {shown})"
+        text = f.metadata.get("help", "")
+        if f.default == "":
+            text += " (required)"
+        elif "default" not in text:
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, (list, tuple)) else f.default
+            text += f" ({defaults_shown}: {'unset' if shown is None else shown})"
         boolean = kind is bool or kind == (bool | None)
         groups[group_name].add_argument(
             "--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=text,
@@ -65,14 +74,15 @@ def _parse(text: str, kind):
 
 def _train_parser(model: str) -> argparse.ArgumentParser:
     cls = model_class(model)
-    models = "; ".join(f"{name} ({_summary(c)})" for name, c in MODELS.items())
+    models = "\n".join(f"  {name:<10} {_summary(c)}" for name, c in MODELS.items())
     parser = argparse.ArgumentParser(
         prog="seqrec train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"Fit a model, evaluate it on the test split, save a run directory.\n\nmodels: {models}.\n"
+        usage="seqrec train --data PATH [--model NAME] --out RUN_DIR [--config FILE] [options]",
+        description=f"Fit a model, evaluate it on the test split, save a run directory.\n\nmodels:\n{models}\n\n"
                     f"The model options below are {model}'s; `seqrec train --model NAME --help` lists another's.")
     parser.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override it)")
     add_options(parser, RunConfig)
-    add_options(parser, cls, [n for n in cls.option_fields()], title=f"model {model}")
+    add_options(parser, cls, title=f"model {model}")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="hide progress bars")
     parser.add_argument("--include-seen", dest="exclude_seen", action="store_false", default=argparse.SUPPRESS,

@@ -14,6 +14,7 @@ import torch
 from seqrec.errors import choose
 
 OPTIMIZERS = ("adam", "adagrad_m")
+ADAM_BETAS = (0.9, 0.98)  # the SASRec reference's (and BERT4Rec's here); PyTorch's default is (0.9, 0.999)
 
 
 class AdagradM(torch.optim.Optimizer):
@@ -68,4 +69,4 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch
     params = list(params)
     if name == "adagrad_m":
         return AdagradM(params, lr=lr, momentum=momentum)
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98), fused=True)
+    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, fused=True)

@@ -59,7 +59,7 @@ def rank_counts(scores: torch.Tensor, targets: torch.Tensor, max_k: int | None =
     is 0 whatever the ties), which skips most of a second pass over the scores.
     """
     target_scores = scores.gather(1, targets[:, None])  # [R, 1]
-    higher = (scores > target_scores).sum(1, dtype=torch.int32)  # int32: summing bools to int64 is ~5x slower
+    higher = (scores > target_scores).sum(1, dtype=torch.int32)  # int32: summing bools to int64 is much slower
     missed = ~torch.isfinite(target_scores[:, 0])
     higher[missed] = scores.shape[1]
     tied = torch.zeros_like(higher)

@@ -60,7 +60,7 @@ class RunConfig(Options):
     recommendations: str | None = option(None, "also write top-k for every user to this CSV/Parquet file",
                                          group="output")
     rec_k: int = option(10, "items per user in --recommendations", check=between(1), group="output")
-    model: str = option("sasrec", "the model", choices=MODELS, group="model")
+    model: str = option("sasrec", "the model", choices=MODELS, group="")
 
     def check(self) -> None:
         self.validate()

@@ -32,6 +32,7 @@ from seqrec.errors import ConfigError, DataError, NotFittedError
 from seqrec.evaluate import evaluate
 from seqrec.ids import PAD
 from seqrec.nn.layers import SequenceNet
+from seqrec.optim import make_optimizer
 from seqrec.options import Options, between, option
 from seqrec.train import Callback, TrainResult, train_loop
 
@@ -200,8 +201,8 @@ class NeuralRecommender(Recommender):
         raise NotImplementedError
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        """Adam with the SASRec reference's betas (0.9, 0.98), one fused kernel for all parameters."""
-        return torch.optim.Adam(self.net_.parameters(), lr=self.lr, betas=(0.9, 0.98), fused=True)
+        """Adam with the SASRec reference's betas (:data:`seqrec.optim.ADAM_BETAS`), one fused kernel."""
+        return make_optimizer("adam", self.net_.parameters(), self.lr)
 
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         """Hidden states [R, D] that score the item after each left-padded window [R, L]."""

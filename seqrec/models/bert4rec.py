@@ -11,6 +11,7 @@ from seqrec.ids import mask_id
 from seqrec.models.base import TransformerRecommender
 from seqrec.models.objectives import position_loss
 from seqrec.nn.bert4rec import HEADS, INITS, NORMS, BERT4RecNet
+from seqrec.optim import ADAM_BETAS
 from seqrec.options import between, option
 
 
@@ -98,7 +99,7 @@ class BERT4Rec(TransformerRecommender):
         params = list(self.net_.parameters())
         groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": self.weight_decay},
                   {"params": [p for p in params if p.dim() != 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.98), fused=True)
+        return torch.optim.AdamW(groups, lr=self.lr, betas=ADAM_BETAS, fused=True)
 
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         """Append ``[mask]`` (dropping the oldest item at ``max_len``) and read the hidden state there."""

@@ -175,8 +175,9 @@ class GRU4Rec(SequentialRecommender):
 
 
 class GRU4RecPlus(GRU4Rec):
-    """"GRU4Rec+": GRU4Rec with BPR-max and 2048 extra popularity-sampled negatives (Hidasi & Karatzoglou,
-    CIKM 2018). Defaults are the official best Diginetica BPR-max parameters
+    """"GRU4Rec+": GRU4Rec with BPR-max and 2048 popularity-sampled negatives (Hidasi & Karatzoglou, 2018).
+
+    Defaults are the official best Diginetica BPR-max parameters
     (``paramfiles/diginetica_bprmax_shared_best.py``) except ``dim`` (512 there; 100 here, the official
     class default, to keep CPU training short: pass ``dim=512`` for the tuned size)."""
 

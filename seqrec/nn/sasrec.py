@@ -22,7 +22,7 @@ Deviations, each deliberate:
   sequence gives the same outputs as the full window.
 - ``attn_dropout`` (default: ``dropout``, as the reference) can be set apart: dropout on the [B, H, L, L]
   attention weights costs most of a CPU training step at max_len 200, and with ``attn_dropout=0``
-  attention runs in PyTorch's fused kernel (about 5x faster on CPU).
+  attention runs in PyTorch's fused kernel (several times faster on a CPU).
 - Weights use Xavier-uniform initialisation (TF's default glorot_uniform for the reference's dense and
   embedding layers); LayerNorm starts at (1, 0).
 
