@@ -166,7 +166,7 @@ def test_model_defaults_apply_and_foreign_options_are_refused(tmp_path, capsys):
 def test_help_lists_one_models_options_grouped_with_help_lines(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
-    assert "models: sasrec (" in text and "gru4rec+ (" in text
+    assert "models:\n  sasrec     SASRec (Kang & McAuley" in text and "\n  gru4rec+   " in text
     for group in ("data options", "split options", "evaluation options", "model sasrec options", "training options"):
         assert group in text
     assert "--n-heads" in text and "attention heads" in text and "--mask-prob" not in text

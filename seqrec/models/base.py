@@ -312,7 +312,6 @@ class SequentialRecommender(NeuralRecommender):
     loss: str = option("ce", "training loss", choices=lambda cls: cls.LOSSES)
     max_len: int = option(50, "items of a history read (older ones are dropped)", check=between(1))
     dim: int = option(64, "hidden size", check=between(1))
-    n_blocks: int = option(2, "layers of the network", check=between(1))
     n_negatives: int = option(256, "sampled negatives of the sampled losses", check=between(0))
 
     def _scored_candidates(self, batch) -> int:
@@ -324,6 +323,7 @@ class SequentialRecommender(NeuralRecommender):
 class TransformerRecommender(SequentialRecommender):
     """Options and precision of the self-attention models."""
 
+    n_blocks: int = option(2, "transformer layers", check=between(1))
     n_heads: int = option(1, "attention heads (dim must be divisible by it)", check=between(1))
     dropout: float = option(0.2, "dropout rate", check=between(0, 1, high_open=True))
     attn_dropout: float | None = option(None, "dropout on the attention weights (None: dropout; 0 uses the "
@@ -331,6 +331,11 @@ class TransformerRecommender(SequentialRecommender):
     bucketing: bool = option(False, "batch windows of similar length (faster; each batch's loss weighted by "
                                     "its share of the positions)")
     bf16: bool = option(False, "run the network and the full-softmax products in bfloat16")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.dim % self.n_heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
 
     def _autocast(self):
         return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16)

@@ -52,9 +52,10 @@ class GRU4Rec(SequentialRecommender):
 
     name = "gru4rec"
     LOSSES = ("ce", "bpr_max", "top1_max")
-    DEFAULTS = {"dim": 100, "n_blocks": 1, "n_negatives": 2048, "lr": 0.05, "batch_size": 64, "epochs": 10,
+    DEFAULTS = {"dim": 100, "n_negatives": 2048, "lr": 0.05, "batch_size": 64, "epochs": 10,
                 "patience": 3}
 
+    n_blocks: int = option(1, "GRU layers", check=between(1))
     batching: str = option("session", "session-parallel mini-batches, or padded windows of each user",
                            choices=BATCHINGS)
     input_dim: int | None = option(None, "size of a separate input item table (None: the output table, the "
