@@ -142,7 +142,7 @@ def read_config(directory, models: dict | None = None) -> dict:
         if key not in config:
             raise DataError(f"{path}: no {key!r} field")
     if models is not None and config["model"] not in models:
-        raise DataError(f"{path}: unknown model {config['model']!r}; this seqrec has {list(models)}")
+        raise DataError(f"{path}: holds a {config['model']!r} model, not one of {list(models)}")
     return config
 
 
