@@ -204,10 +204,6 @@ class NeuralRecommender(Recommender):
         """Adam with the SASRec reference's betas (:data:`seqrec.optim.ADAM_BETAS`), one fused kernel."""
         return make_optimizer("adam", self.net_.parameters(), self.lr)
 
-    def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
-        """Hidden states [R, D] that score the item after each left-padded window [R, L]."""
-        return self.net_.encode(windows)[:, -1]
-
     # ---- fitting ---------------------------------------------------------------------------------
     def fit(self, train, valid: EvalSet | None = None, callbacks: Sequence[Callback] = ()) -> "NeuralRecommender":
         """Train on ``train`` (Interactions, DataFrame or path); early-stop on ``valid`` if given, ranked with
@@ -271,17 +267,6 @@ class NeuralRecommender(Recommender):
         """Items the loss scores at each training position of ``batch``."""
         raise NotImplementedError
 
-    # ---- scoring ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def score(self, histories: Histories, out: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_fitted()
-        self.net_.eval()
-        x = torch.from_numpy(np.ascontiguousarray(histories.windows(self.max_len)))
-        width = int((x != PAD).sum(1).max()) if len(x) else 1
-        x = x[:, x.shape[1] - max(width, 1):].to(self.device)  # trim common left padding
-        scores = self.net_.score(self._next_hidden(x).float(), out=out if self.device == "cpu" else None)
-        return scores.float()
-
     def _check_fitted(self) -> None:
         if getattr(self, "net_", None) is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or seqrec.load() first")
@@ -318,6 +303,21 @@ class SequentialRecommender(NeuralRecommender):
         """Items the loss scores at each training position of ``batch``."""
         kind = losses.get(self.loss).negatives
         return {"catalogue": self.net_.n_items, "one": 2}.get(kind, 1 + self.n_negatives)
+
+    @torch.no_grad()
+    def score(self, histories: Histories, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of the item after the last ``max_len`` items of each history (see :meth:`Recommender.score`)."""
+        self._check_fitted()
+        self.net_.eval()
+        x = torch.from_numpy(np.ascontiguousarray(histories.windows(self.max_len)))
+        width = int((x != PAD).sum(1).max()) if len(x) else 1
+        x = x[:, x.shape[1] - max(width, 1):].to(self.device)  # trim common left padding
+        scores = self.net_.score(self._next_hidden(x).float(), out=out if self.device == "cpu" else None)
+        return scores.float()
+
+    def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
+        """Hidden states [R, D] that score the item after each left-padded window [R, L]."""
+        return self.net_.encode(windows)[:, -1]
 
 
 class TransformerRecommender(SequentialRecommender):
