@@ -22,8 +22,6 @@ from collections.abc import Callable
 
 from seqrec.errors import ConfigError, choose
 
-_MISSING = dataclasses.MISSING
-
 
 def option(default, help: str, *, choices=None, check: Callable | None = None, group: str | None = None):
     """A declared option: ``default``, a one-line ``help``, optional ``choices`` (a collection, a mapping
@@ -128,7 +126,7 @@ class Options:
 
 
 def _matches(value, kind) -> bool:
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, type(int | None)) else (kind,)
+    options = _alternatives(kind)
     for t in options:
         if t is type(None) and value is None:
             return True
@@ -144,13 +142,18 @@ def _matches(value, kind) -> bool:
 
 
 def _type_name(kind) -> str:
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, type(int | None)) else (kind,)
+    options = _alternatives(kind)
     return " or ".join("None" if t is type(None) else getattr(t, "__name__", str(t)) for t in options)
+
+
+def _alternatives(kind) -> tuple:
+    """The types a declared type admits: ``(int, NoneType)`` for ``int | None``, ``(kind,)`` otherwise."""
+    return typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, type(int | None)) else (kind,)
 
 
 def parse_value(text: str, kind):
     """A command-line string as a value of the declared type ``kind`` (``none`` for an optional one)."""
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, type(int | None)) else (kind,)
+    options = _alternatives(kind)
     if type(None) in options and text.strip().lower() in {"none", "null"}:
         return None
     for t in options:

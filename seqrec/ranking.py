@@ -1,4 +1,5 @@
-"""Ranking scores, one path for every caller (``recommend``, ``recommend_users``, ``evaluate``); torch only.
+"""Ranking scores, one path for every caller (``recommend``, ``recommend_users``, ``evaluate``); torch, and
+numpy for index arrays.
 
 Scores are [R, N]: row r, column j is real item ``j + FIRST_ITEM`` (see :mod:`seqrec.ids`). Ranking happens
 on the device that holds the scores (a GPU model's scores never travel to the host whole).

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from seqrec.data.interactions import Interactions
 from seqrec.data.splits import EvalSet, Split
@@ -146,42 +148,42 @@ def read_config(directory, models: dict | None = None) -> dict:
     return config
 
 
-def _checked(directory: Path, config: dict, name: str) -> Path:
-    """``directory/name`` after checking it against the size and sha256 config.json recorded."""
+def _checked(directory: Path, config: dict, name: str, parse):
+    """``parse(bytes)`` of ``directory/name``, read once, after checking its size and sha256 against
+    config.json; a parser's error names the file."""
     path = directory / name
     expected = config["files"].get(name)
     if expected is None:
         raise DataError(f"{path}: not recorded in {CONFIG}")
     if not path.is_file():
         raise DataError(f"{path}: missing")
-    size = path.stat().st_size
-    if size != expected["bytes"]:
-        raise DataError(f"{path}: truncated or modified ({size} bytes, {expected['bytes']} when saved)")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != expected["sha256"]:
+    data = path.read_bytes()
+    if len(data) != expected["bytes"]:
+        raise DataError(f"{path}: truncated or modified ({len(data)} bytes, {expected['bytes']} when saved)")
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
         raise DataError(f"{path}: modified since it was saved (its sha256 differs from {CONFIG})")
-    return path
-
-
-def _read(path: Path, reader):
     try:
-        return reader(path)
+        return parse(data)
     except DataError:
         raise
     except Exception as exc:  # any parser's error: the file is named, no traceback
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def _read_log(path: Path, vocab: Vocab) -> tuple[Interactions, dict]:
-    def read(p):
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        log = Interactions(vocab, arrays.pop("offsets"), arrays.pop("items"), arrays.pop("times"), source=str(p))
+def _read_log(directory: Path, config: dict, name: str, vocab: Vocab) -> tuple[Interactions, dict]:
+    """The encoded log of ``name`` (an .npz written by :func:`_save_log`) and its other arrays."""
+    path = directory / name
+
+    def parse(data: bytes):
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        log = Interactions(vocab, arrays.pop("offsets"), arrays.pop("items"), arrays.pop("times"), source=str(path))
         if log.offsets[-1] != len(log.items) or (len(log.items) and (log.items.min() < 1 or
                                                                       log.items.max() > vocab.n_items)):
-            raise DataError(f"{p}: inconsistent with the vocabulary")
+            raise DataError(f"{path}: inconsistent with the vocabulary")
         return log, arrays
 
-    return _read(path, read)
+    return _checked(directory, config, name, parse)
 
 
 def load(directory, models: dict, device: str | None = None):
@@ -203,26 +205,25 @@ def load(directory, models: dict, device: str | None = None):
         params["device"] = device
     model = cls(**params)
     vocab = _read_vocab(directory, config)
-    histories, _ = _read_log(_checked(directory, config, "histories.npz"), vocab)
-    state = _read(_checked(directory, config, "weights.safetensors"), lambda p: load_file(str(p), device="cpu"))
+    histories, _ = _read_log(directory, config, "histories.npz", vocab)
+    state = _checked(directory, config, "weights.safetensors", load_safetensors)
     result = None
     if "training.json" in config["files"]:
-        result = _read(_checked(directory, config, "training.json"),
-                       lambda p: TrainResult.from_dict(json.loads(p.read_text())))
+        result = _checked(directory, config, "training.json", lambda data: TrainResult.from_dict(json.loads(data)))
     try:
         return model.restore(vocab, histories, state, result)
+    except DataError:
+        raise
     except (RuntimeError, KeyError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
         raise DataError(f"{directory / 'weights.safetensors'}: does not fit the saved {config['model']} "
                         f"options ({str(exc).splitlines()[0]})") from None
 
 
 def _read_vocab(directory: Path, config: dict) -> Vocab:
-    users = _read(_checked(directory, config, "vocab_users.parquet"),
-                  lambda p: pd.read_parquet(p)["user_id"].to_numpy())
-    items = _read(_checked(directory, config, "vocab_items.parquet"),
-                  lambda p: pd.read_parquet(p)["item_id"].to_numpy())
+    users = _checked(directory, config, "vocab_users.parquet",
+                     lambda data: pd.read_parquet(io.BytesIO(data))["user_id"].to_numpy())
+    items = _checked(directory, config, "vocab_items.parquet",
+                     lambda data: pd.read_parquet(io.BytesIO(data))["item_id"].to_numpy())
     if config.get("n_items") is not None and len(items) != config["n_items"]:
         raise DataError(f"{directory / 'vocab_items.parquet'}: {len(items)} items, config.json says {config['n_items']}")
     return Vocab(users=users, items=items)
@@ -235,7 +236,7 @@ def load_split(directory, vocab: Vocab) -> Split:
     config = read_config(directory)
     if not config.get("has_split"):
         raise DataError(f"{directory}: holds no split (a model saved alone); nothing to evaluate on")
-    log, a = _read_log(_checked(directory, config, "split.npz"), vocab)
+    log, a = _read_log(directory, config, "split.npz", vocab)
     try:
         candidates = a["candidates"] if len(a["candidates"]) else None
         exclude_seen = bool(a["exclude_seen"])

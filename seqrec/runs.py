@@ -8,6 +8,7 @@ keys are run options or options of the chosen model.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from seqrec import rundir
@@ -117,7 +118,7 @@ def train_run(config: RunConfig, params: dict | None = None) -> tuple[Recommende
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     run = {"run": config.get_params(), "split": split.card(), "data": split.log.summary(), "filters": split.log.report}
     out = rundir.save(model, config.out, split=split, run=run)
-    result = evaluate_run(out, config, model=model)
+    result = _evaluate_test(model, split.test, config, split.card())
     result["training"] = {"best_epoch": result_training.best_epoch, "epochs_run": len(result_training.epochs),
                           "stop_reason": result_training.stop_reason,
                           "train_seconds": sum(r.seconds for r in result_training.epochs),
@@ -132,8 +133,6 @@ def train_run(config: RunConfig, params: dict | None = None) -> tuple[Recommende
 
 
 def _with_protocol(evalset, exclude_seen: bool):
-    from dataclasses import replace
-
     return replace(evalset, exclude_seen=exclude_seen)
 
 
@@ -150,10 +149,14 @@ def evaluate_run(run_dir, config: RunConfig | None = None, model: Recommender | 
                               **overrides})
         config.validate()
     model = model or rundir.load(run_dir, MODELS)
-    split = rundir.load_split(run_dir, model.vocab_)
-    return evaluate(model, split.test, k=config.k, protocol=config.protocol, exclude_seen=config.exclude_seen,
+    return _evaluate_test(model, rundir.load_split(run_dir, model.vocab_).test, config, saved.get("split"))
+
+
+def _evaluate_test(model: Recommender, test, config: RunConfig, split_card: dict | None) -> dict:
+    """``model`` on the test set with the run's evaluation options."""
+    return evaluate(model, test, k=config.k, protocol=config.protocol, exclude_seen=config.exclude_seen,
                     tie_policy=config.tie_policy, n_negatives=config.eval_negatives, sampling=config.sampling,
-                    seed=getattr(model, "seed", 0), split=saved.get("split"))
+                    seed=getattr(model, "seed", 0), split=split_card)
 
 
 def write_recommendations(model: Recommender, users, k: int, exclude_seen: bool, path, items=None) -> Path:

@@ -73,21 +73,23 @@ def test_early_stop_is_reported(cyclic_split):
     assert result.stop_reason == "patience" and len(result.epochs) < 40
 
 
-def test_validation_ranks_with_the_protocol_the_split_carries():
+@pytest.mark.parametrize("split_name, filtered", [("session", False), ("loo", True)])
+def test_validation_ranks_with_the_protocol_the_split_carries(split_name, filtered, monkeypatch):
     log = seqrec.read_interactions(cyclic_frame(n_users=64))
-    calls = []
+    split = seqrec.session_split(log, test_fraction=0.25) if split_name == "session" else seqrec.leave_one_out(log)
+    assert split.valid.exclude_seen is filtered and split.test.exclude_seen is filtered
+    excluded = []
+    original = seqrec.ranking.exclude
 
-    class Spy(seqrec.SASRec):
-        def score(self, histories, out=None):
-            calls.append(histories)
-            return super().score(histories, out)
+    def spy(scores, rows, items):
+        excluded.append(len(rows))
+        return original(scores, rows, items)
 
-    split = seqrec.session_split(log, test_fraction=0.25)
-    assert split.valid.exclude_seen is False and split.test.exclude_seen is False
-    model = Spy(max_len=10, dim=16, epochs=1, progress=False).fit(split.train, valid=split.valid)
+    monkeypatch.setattr(seqrec.ranking, "exclude", spy)
+    model = seqrec.SASRec(max_len=10, dim=16, epochs=1, progress=False).fit(split.train, valid=split.valid)
+    assert bool(excluded) is filtered  # the caller said nothing: the set's own protocol was used
     metrics = model.train_result_.epochs[0].valid
-    assert calls and metrics == seqrec.evaluate(model, split.valid, k=(10,), exclude_seen=False)["metrics"]
-    assert seqrec.leave_one_out(log).valid.exclude_seen is True
+    assert metrics == seqrec.evaluate(model, split.valid, k=(10,), exclude_seen=filtered)["metrics"]
 
 
 def test_unknown_loss_lists_the_models_valid_ones():
@@ -102,7 +104,7 @@ def test_options_are_declared_once_with_type_default_and_help():
         types = cls.option_types()
         for name, field in cls.option_fields().items():
             assert field.metadata.get("help"), (cls.name, name)
-            assert name in types
+        cls().validate()  # every declared default has its declared type and passes its own checks
         assert "progress" in types and "seed" in types
     assert seqrec.GRU4RecPlus().loss == "bpr_max" and seqrec.GRU4Rec().loss == "ce"  # DEFAULTS, one declaration
     assert seqrec.GRU4RecPlus.option_fields()["loss"].metadata == seqrec.GRU4Rec.option_fields()["loss"].metadata

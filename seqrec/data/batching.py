@@ -67,11 +67,14 @@ class WindowBatcher:
     def __len__(self) -> int:
         return self.n_batches
 
-    def weight(self, n_positions: int) -> float:
-        """A batch's loss weight: with bucketing, batches differ a lot in their number of training positions,
-        and weighting each batch's mean loss by its positions over the mean batch's keeps every position's
-        weight equal, as with random batches (unweighted, bucketing lost accuracy); 1 without bucketing."""
-        return float(n_positions) / self.mean_positions if self.bucketing else 1.0
+    def weighted(self, batch):
+        """``batch`` with its loss weight: with bucketing, batches differ a lot in their number of training
+        positions, and weighting each batch's mean loss by its positions over the mean batch's keeps every
+        position's weight equal, as with random batches (unweighted, bucketing lost accuracy); without
+        bucketing the weight stays 1 and nothing is counted."""
+        if self.bucketing:
+            batch.weight = batch.n_positions / self.mean_positions
+        return batch
 
     def window_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(self.windows), generator=generator)
@@ -90,7 +93,7 @@ class WindowBatcher:
 @dataclass
 class NextItemBatch:
     window: torch.Tensor  # [B, W] left-padded; inputs window[:, :-1], targets window[:, 1:]
-    weight: float = 1.0  # the loss weight (see WindowBatcher.weight)
+    weight: float = 1.0  # the loss weight (see WindowBatcher.weighted)
 
     @property
     def n_sequences(self) -> int:
@@ -125,7 +128,7 @@ class NextItemBatcher(WindowBatcher):
 
     def epoch(self, generator: torch.Generator) -> Iterator[NextItemBatch]:
         for window in self.window_batches(generator):
-            yield NextItemBatch(window, self.weight((window[:, :-1] != PAD).sum()))
+            yield self.weighted(NextItemBatch(window))
 
 
 @dataclass
@@ -133,7 +136,7 @@ class ClozeBatch:
     window: torch.Tensor  # [B, W] the true items, left-padded
     inputs: torch.Tensor  # [B, W] the corrupted input
     chosen: torch.Tensor  # [B, W] bool: masked positions, the training targets
-    weight: float = 1.0  # the loss weight (see WindowBatcher.weight)
+    weight: float = 1.0  # the loss weight (see WindowBatcher.weighted)
 
     @property
     def n_sequences(self) -> int:
@@ -192,7 +195,7 @@ class ClozeBatcher(WindowBatcher):
         for window in self.window_batches(generator):
             chosen = cloze_mask(window, self.mask_prob, self.last_mask_prob, generator)
             inputs = corrupt(window, chosen, self.n_items, self.mask_token_share, generator)
-            yield ClozeBatch(window, inputs, chosen, self.weight(chosen.sum()))
+            yield self.weighted(ClozeBatch(window, inputs, chosen))
 
 
 @dataclass

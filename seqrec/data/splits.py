@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqrec.data.interactions import Interactions
-from seqrec.data.sequences import Histories, windows
+from seqrec.data.sequences import Histories
 from seqrec.errors import DataError
 from seqrec.ids import FIRST_ITEM
 
@@ -46,8 +46,7 @@ class EvalSet:
 
     def windows(self, max_len: int, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         """[R, max_len] left-padded last ``max_len`` items of each history."""
-        starts = self.log.offsets[self.users[rows]]
-        return windows(self.log.items, starts, starts + self.cuts[rows], max_len)
+        return self.batch(rows).windows(max_len)
 
     def subset(self, rows: np.ndarray) -> "EvalSet":
         return EvalSet(self.log, self.users[rows], self.cuts[rows], self.name, self.exclude_seen, self.candidates)

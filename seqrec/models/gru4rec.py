@@ -107,19 +107,18 @@ class GRU4Rec(SequentialRecommender):
     def _candidate_loss(self, pos: torch.Tensor, neg: torch.Tensor, ignore: torch.Tensor,
                         pos_weight: torch.Tensor | None, neg_weight: torch.Tensor | None) -> torch.Tensor:
         """The configured loss of positives [M] against candidate scores [M, C] (``ignore`` [M, C]); the
-        sampling weights of the positives [M] and candidates [1, C] serve the logQ correction."""
-        loss = losses.get("sampled_ce" if self.loss == "ce" else self.loss, self.LOSSES + ("sampled_ce",))
-        if self.loss == "ce" and self.logq > 0:  # subtract the log of each candidate's sampling weight
+        sampling weights of the positives [M] and candidates [1, C], when given (:meth:`_weights`), correct
+        the scores by logQ."""
+        if pos_weight is not None:  # subtract the log of each candidate's sampling weight
             pos = pos - self.logq * torch.log(pos_weight)
             neg = neg - self.logq * torch.log(neg_weight)
-        if self.loss == "bpr_max":
-            if self.elu_alpha > 0:
-                pos, neg = F.elu(pos, self.elu_alpha), F.elu(neg, self.elu_alpha)
-            return loss.fn(pos, neg, ignore, self.bpreg)
-        return loss.fn(pos, neg, ignore)
+        if self.loss == "bpr_max" and self.elu_alpha > 0:  # the official final activation
+            pos, neg = F.elu(pos, self.elu_alpha), F.elu(neg, self.elu_alpha)
+        regularisation = (self.bpreg,) if self.loss == "bpr_max" else ()
+        return losses.LOSSES["sampled_ce" if self.loss == "ce" else self.loss].fn(pos, neg, ignore, *regularisation)
 
     def _weights(self, items: torch.Tensor, alpha: float = 1.0) -> torch.Tensor | None:
-        """Sampling weights of ``items`` for the logQ correction: popularity (in-batch targets) or
+        """Sampling weights of ``items`` for the logQ correction of ``ce``: popularity (in-batch targets) or
         popularity^alpha (sampled items); None when the correction is off."""
         if self.loss != "ce" or self.logq <= 0:
             return None
@@ -167,7 +166,7 @@ class GRU4Rec(SequentialRecommender):
         targets = batch.targets.to(self.device)[mask]
         if self._sampler is None:  # full softmax over the catalogue
             weights, bias = self.net_.output_embeddings()
-            return losses.get("ce").fn(hidden, weights, targets - FIRST_ITEM, bias=bias)
+            return losses.ce(hidden, weights, targets - FIRST_ITEM, bias=bias)
         extra = self._sampler.sample(self.n_negatives, generator).to(self.device)
         pos, neg, clash = shared_scores(self.net_, hidden, targets, extra)
         neg_weight = self._weights(extra, self.sample_alpha)
