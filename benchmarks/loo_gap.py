@@ -30,20 +30,6 @@ import seqrec
 from benchmarks.run import CONFIGS, DATA, leave_one_out_parser, model_params, run_and_write
 from seqrec.data.interactions import Interactions
 from seqrec.data.splits import EvalSet
-from seqrec.ids import FIRST_ITEM
-
-
-class TrainPopularity:
-    """Ranks every item by its number of training events, the same for every history (a ranker for
-    ``seqrec.evaluate``; the PopRec estimator of the baselines issue will replace it)."""
-
-    def __init__(self, train: Interactions):
-        counts = np.bincount(train.items, minlength=FIRST_ITEM + train.n_items)[FIRST_ITEM:]
-        self.scores = torch.from_numpy(counts.astype(np.float32))
-
-    def score(self, histories, out: torch.Tensor | None = None) -> torch.Tensor:
-        scores = self.scores.expand(len(histories), -1)
-        return scores.clone() if out is None else out.copy_(scores)
 
 
 def without_event(log: Interactions, from_end: int) -> Interactions:
@@ -75,7 +61,7 @@ def run(name: str, args) -> dict:
     model.fit(split.train, valid=split.valid)
     users = split.test.users[log.lengths[split.test.users] >= 4]  # every variant needs a history
     sets = variants(log, users)
-    rankers = {"model": model, "train_popularity": TrainPopularity(split.train)}
+    rankers = {"model": model, "train_popularity": seqrec.PopRec().fit(split.train)}
     metrics = {who: {v: seqrec.evaluate(r, s, k=(10,))["metrics"] for v, s in sets.items()}
                for who, r in rankers.items()}
     return {

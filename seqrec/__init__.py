@@ -13,10 +13,12 @@ from seqrec.data import (EvalSet, Histories, Interactions, Split, Vocab, leave_o
                          session_split, temporal_split)
 from seqrec.errors import ConfigError, DataError, NotFittedError, SeqrecError
 from seqrec.evaluate import evaluate
-from seqrec.models import MODELS, BERT4Rec, GRU4Rec, GRU4RecPlus, Recommender, SASRec, build, load
+from seqrec.models import (BPRMF, FMC, FPMC, MODELS, NCF, BERT4Rec, Caser, GRU4Rec, GRU4RecPlus, PopRec, Recommender,
+                           SASRec, TransRec, build, load)
 from seqrec.version import __version__
 
 
 __all__ = ["read_interactions", "leave_one_out", "temporal_split", "session_split", "Interactions", "EvalSet",
            "Histories", "Split", "Vocab", "MODELS", "Recommender", "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus",
-           "build", "load", "evaluate", "SeqrecError", "DataError", "ConfigError", "NotFittedError", "__version__"]
+           "PopRec", "BPRMF", "NCF", "FMC", "FPMC", "TransRec", "Caser", "build", "load", "evaluate", "SeqrecError",
+           "DataError", "ConfigError", "NotFittedError", "__version__"]

@@ -93,7 +93,7 @@ def _train_parser(model: str) -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,recommend}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,recommend,reproduce}")
     commands.add_parser("train", help="fit a model, evaluate it on the test split, save a run directory "
                                       "(seqrec train --help for its options)", add_help=False)
 
@@ -113,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="allow items of the history in the recommendations")
     rec.add_argument("--output", type=Path, help="write a CSV or Parquet file (by extension)")
     rec.add_argument("--json", action="store_true", help="print JSON")
+
+    rep = commands.add_parser("reproduce", help="reproduce a paper's result table (without a table: list them)")
+    rep.add_argument("table", nargs="?", help="sasrec-table or bert4rec-table")
+    rep.add_argument("--models", help="comma-separated column labels or model names (default: all)")
+    rep.add_argument("--seeds", default="0", help="comma-separated seeds; several report mean ± std (default: 0)")
+    rep.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, the file's first 1500 users")
+    rep.add_argument("--out", type=Path, help="output folder (default: reproduce/TABLE)")
+    rep.add_argument("--data", type=Path, help="another interactions file (labelled: not the paper's)")
+    rep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    rep.add_argument("--time-budget", help="seconds of training per model: a number for all, or LABEL=SECONDS "
+                                          "pairs and an optional number for the rest (default: the table's)")
+    rep.add_argument("--progress", action="store_true", help="show progress bars")
     return parser
 
 
@@ -132,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown option(s) {extra}; valid options for '{args.command}': {_valid_flags(sub)}")
     except SystemExit as exc:
         return int(exc.code or 0)
-    return _run(args, lambda: {"evaluate": _evaluate, "recommend": _recommend}[args.command](args))
+    return _run(args, lambda: {"evaluate": _evaluate, "recommend": _recommend,
+                             "reproduce": _reproduce}[args.command](args))
 
 
 def _run(args, command) -> int:
@@ -219,6 +232,32 @@ def _recommend(args) -> int:
         return 0
     frame = model.recommend_users(users, k=args.k, exclude_seen=args.exclude_seen, items=items)
     print(frame.to_json(orient="records") if args.json else frame.to_csv(index=False), end="\n" if args.json else "")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from seqrec import reproduce
+
+    if not args.table:
+        print(reproduce.describe_tables())
+        return 0
+    try:
+        seeds = [int(s) for s in _listed(args.seeds)]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    budgets = {}
+    for part in _listed(args.time_budget or ""):
+        label, _, value = part.rpartition("=")
+        try:
+            budgets[label or None] = float(value)
+        except ValueError:
+            raise ConfigError(f"--time-budget: {part!r} is not SECONDS or LABEL=SECONDS") from None
+    out = args.out or Path("reproduce") / args.table
+    reproduce.run_table(args.table, out, models=_listed(args.models) if args.models else None, seeds=seeds,
+                        quick=args.quick, data=args.data, device=args.device, time_budget=budgets,
+                        progress=args.progress)
+    print((out / "table.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'chart.png'}")
     return 0
 
 

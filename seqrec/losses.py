@@ -64,7 +64,8 @@ def bpr_max(pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_is_pos: torc
     ``s = softmax`` of the negatives' scores r_j (the ignored ones excluded) and r_i the positive's."""
     weights = _negative_softmax(neg_logits, neg_is_pos)
     gain = (weights * torch.sigmoid(pos_logits[:, None] - neg_logits)).sum(1)
-    return (-torch.log(gain + 1e-24) + reg * (weights * neg_logits.square()).sum(1)).mean()
+    ranked = -torch.log(gain + 1e-24).masked_fill(weights.sum(1) == 0, 0.0)  # a row without negatives: 0
+    return (ranked + reg * (weights * neg_logits.square()).sum(1)).mean()
 
 
 def top1_max(pos_logits: torch.Tensor, neg_logits: torch.Tensor,
@@ -76,9 +77,13 @@ def top1_max(pos_logits: torch.Tensor, neg_logits: torch.Tensor,
 
 
 def _negative_softmax(neg_logits: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
-    if ignore is not None:
-        neg_logits = neg_logits.masked_fill(ignore, float("-inf"))
-    return torch.softmax(neg_logits, dim=1)
+    """Softmax of the negatives' scores without the ignored ones; all zero for a row whose negatives are all
+    ignored (e.g. a session-parallel step with one slot and no sampled negatives)."""
+    if ignore is None:
+        return torch.softmax(neg_logits, dim=1)
+    empty = ignore.all(1, keepdim=True)
+    weights = torch.softmax(neg_logits.masked_fill(ignore & ~empty, float("-inf")), dim=1)
+    return weights.masked_fill(empty, 0.0)
 
 
 def ce(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

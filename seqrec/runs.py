@@ -8,6 +8,7 @@ keys are run options or options of the chosen model.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,23 +107,20 @@ def train_run(config: RunConfig, params: dict | None = None) -> tuple[Recommende
     seed = getattr(model, "seed", 0)
     split = read_and_split(config, seed)
     valid = split.valid if config.exclude_seen is None else _with_protocol(split.valid, config.exclude_seen)
+    tick = time.perf_counter()
     model.fit(split.train, valid=valid)
-    result_training = model.train_result_
-    selection_seconds = None
+    selection_seconds = time.perf_counter() - tick
     if config.refit:
-        log.info("refit on training + validation data for %d epochs (the best of the selection run)",
-                 model.train_result_.best_epoch)
-        selection_seconds = model.train_result_.epochs[-1].elapsed
+        log.info("refit on training + validation data%s", "" if getattr(model, "train_result_", None) is None else
+                 f" for {model.train_result_.best_epoch} epochs (the best of the selection run)")
+        tick = time.perf_counter()
         model = model.refit(split.train_valid)
-        result_training = model.train_result_
+    fit_seconds = time.perf_counter() - tick
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     run = {"run": config.get_params(), "split": split.card(), "data": split.log.summary(), "filters": split.log.report}
     out = rundir.save(model, config.out, split=split, run=run)
     result = _evaluate_test(model, split.test, config, split.card())
-    result["training"] = {"best_epoch": result_training.best_epoch, "epochs_run": len(result_training.epochs),
-                          "stop_reason": result_training.stop_reason,
-                          "train_seconds": sum(r.seconds for r in result_training.epochs),
-                          "wall_seconds": result_training.epochs[-1].elapsed}
+    result["training"] = training_summary(model, fit_seconds)
     if config.refit:  # the model evaluated is the refit; its epochs were chosen by this run
         result["training"].update(refit_on="train+valid", n_train_valid_events=int(split.train_valid_lengths.sum()),
                                   selection={**model.refit_of_, "wall_seconds": selection_seconds})
@@ -130,6 +128,16 @@ def train_run(config: RunConfig, params: dict | None = None) -> tuple[Recommende
     if config.recommendations:
         write_recommendations(model, "all", config.rec_k, _exclude_seen(config, split), config.recommendations)
     return model, result
+
+
+def training_summary(model: Recommender, wall_seconds: float) -> dict:
+    """Epochs, stop reason and seconds of a fitted model's training (a model without a training loop has
+    only its wall time)."""
+    result = getattr(model, "train_result_", None)
+    if result is None or not result.epochs:
+        return {"wall_seconds": wall_seconds}
+    return {"best_epoch": result.best_epoch, "epochs_run": len(result.epochs), "stop_reason": result.stop_reason,
+            "train_seconds": sum(r.seconds for r in result.epochs), "wall_seconds": result.epochs[-1].elapsed}
 
 
 def _with_protocol(evalset, exclude_seen: bool):

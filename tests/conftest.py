@@ -75,3 +75,17 @@ def tiny_gru4rec(**overrides) -> seqrec.GRU4Rec:
 def assert_valid_topk(items: np.ndarray, scores: np.ndarray, k: int) -> None:
     assert items.shape == scores.shape and items.shape[1] == k
     assert np.all(np.diff(scores, axis=1) <= 0), "scores must be sorted best first"
+
+
+def tiny_baseline(name: str, **overrides) -> seqrec.Recommender:
+    """A small instance of a baseline (seqrec.MODELS name) that learns the cyclic data in seconds."""
+    cls = seqrec.MODELS[name]
+    if name == "poprec":
+        return cls(**overrides)
+    params = dict(dim=16, lr=1e-2, batch_size=256, epochs=8, patience=8, seed=0, progress=False)
+    if name == "caser":
+        params.update(dim=16, length=3, n_targets=2, dropout=0.2, n_negatives=10, lr=1e-2, batch_size=128, epochs=15, patience=15)
+    if name == "ncf":
+        params.update(dim=8, n_layers=2)
+    params.update(overrides)
+    return cls(**params)

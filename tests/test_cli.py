@@ -219,3 +219,20 @@ def test_saving_over_a_run_is_atomic_and_keeps_the_users_files(run_dir, tmp_path
     model.set_params(seed=5).save(copy)
     assert seqrec.load(copy).seed == 5 and (copy / "notes.txt").read_text() == "mine"
     assert "metrics.json" not in {p.name for p in copy.iterdir()}  # a model saved alone has no test result
+
+
+@pytest.mark.parametrize("model, extra", [("poprec", []), ("bprmf", ["--epochs", "2", "--no-progress"]),
+                                          ("ncf", ["--epochs", "1", "--no-progress"]),
+                                          ("caser", ["--epochs", "1", "--length", "3", "--no-progress"]),
+                                          ("transrec", ["--epochs", "1", "--no-progress", "--refit"])])
+def test_train_recommend_and_evaluate_each_baseline(tmp_path, model, extra, capsys):
+    data = tmp_path / "log.csv"
+    cyclic_frame(n_users=60, length=8, min_length=3).to_csv(data, index=False)
+    out = tmp_path / model
+    code = main(["train", "--data", str(data), "--model", model, "--out", str(out), *extra])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "HR@10" in metrics["metrics"] and "wall_seconds" in metrics["training"]
+    assert main(["recommend", str(out), "--users", "0,1", "--k", "3", "--json"]) == 0
+    assert main(["recommend", str(out), "--history", "3,4", "--k", "3", "--json"]) == 0
+    assert main(["evaluate", str(out), "--json", "--protocol", "sampled"]) == 0

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import seqrec
+from seqrec.errors import ConfigError
 from seqrec.evaluate import evaluate
 
 from conftest import cyclic_frame
@@ -118,3 +119,33 @@ def test_session_sets_rank_only_items_with_a_training_event_and_keep_seen_items(
     assert result["metrics"]["HR@3"] == pytest.approx(1.0)  # 3 candidates, not 5: every target in the top 3
     assert "2 items without one are never ranked" in result["protocol"]["candidates"]
     assert result["protocol"]["seen_filtering"] is False
+
+
+def test_negatives_without_replacement_are_distinct_outside_the_history_and_follow_popularity():
+    from seqrec.evaluate import _sample_negatives
+
+    rng = np.random.default_rng(0)
+    n_items, rows = 30, 400
+    popularity = np.arange(1, n_items + 1, dtype=float)  # item j+1 drawn ∝ j+1
+    seen_rows = np.repeat(np.arange(rows), 3)
+    seen_items = np.tile([28, 29, 30], rows)  # the most popular items are in every history
+    targets = np.full(rows, 27)
+    negatives = _sample_negatives(rng, n_items, rows, 20, seen_rows, seen_items, targets, popularity,
+                                  replacement=False)
+    assert negatives.shape == (rows, 20)
+    assert all(len(set(row)) == 20 for row in negatives.tolist())
+    assert not np.isin(negatives, [27, 28, 29, 30]).any() and negatives.min() >= 1
+    counts = np.bincount(negatives.ravel(), minlength=n_items + 1)
+    assert counts[26] > counts[2]  # popular items are drawn more often (not uniformly)
+    with pytest.raises(ConfigError, match="distinct negatives"):
+        _sample_negatives(rng, n_items, 2, 27, seen_rows[:6], seen_items[:6], targets[:2], popularity, False)
+
+
+def test_several_tie_policies_from_one_pass(test_set):
+    model = seqrec.PopRec().fit(test_set.log)  # popularity: many ties
+    both = evaluate(model, test_set, k=(10,), protocol="sampled", tie_policy=("expected", "optimistic"), seed=1)
+    for policy in ("expected", "optimistic"):
+        alone = evaluate(model, test_set, k=(10,), protocol="sampled", tie_policy=policy, seed=1)
+        assert both["by_tie_policy"][policy] == alone["metrics"]
+    assert both["metrics"] == both["by_tie_policy"]["expected"] and both["protocol"]["tie_policy"] == "expected"
+    assert both["by_tie_policy"]["optimistic"]["sampled_HR@10"] > both["metrics"]["sampled_HR@10"]

@@ -292,8 +292,8 @@ def test_gru4rec_plus_preset_is_bpr_max_with_extra_negatives():
 
 
 def test_gru4rec_rejects_inconsistent_options():
-    with pytest.raises(seqrec.ConfigError, match="n_negatives=0"):
-        tiny_gru4rec(n_negatives=0).fit(cyclic_frame(n_users=8))
+    with pytest.raises(seqrec.ConfigError, match="n_negatives=0 with batching='padded'"):
+        tiny_gru4rec(n_negatives=0, batching="padded", loss="top1_max").fit(cyclic_frame(n_users=8))
     with pytest.raises(seqrec.ConfigError, match="choose from"):
         tiny_gru4rec(loss="bce").fit(cyclic_frame(n_users=8))
     with pytest.raises(seqrec.ConfigError, match="batching"):
@@ -306,3 +306,11 @@ def test_session_training_with_retiring_slots_and_logq():
     assert model.train_result_.epochs[-1].loss > 0
     items, scores = model.recommend([[3, 4]], k=log.n_items, exclude_seen=False)
     assert sorted(items[0].tolist()) == sorted(log.vocab.items.tolist()) and np.isfinite(scores).all()
+
+
+def test_session_training_with_mini_batch_negatives_only(cyclic_split):
+    # the 2016 paper's sampling: the other slots' targets are the only negatives (n_negatives=0)
+    model = tiny_gru4rec(loss="top1_max", n_negatives=0, epochs=4, patience=4, lr=0.1)
+    model.fit(cyclic_split.train, valid=cyclic_split.valid)
+    assert all(np.isfinite(e.loss) for e in model.train_result_.epochs)  # no step without negatives yields NaN
+    assert seqrec.evaluate(model, cyclic_split.test, k=(1,))["metrics"]["HR@1"] >= 0.8

@@ -50,7 +50,7 @@ LAYERS = [  # a module may import only from its own layer or the ones before it
     {"seqrec.losses", "seqrec.metrics", "seqrec.ranking", "seqrec.samplers", "seqrec.optim", "seqrec.options",
      "seqrec.train", "seqrec.evaluate", "seqrec.rundir"},
     {"seqrec.models"},
-    {"seqrec.runs"},
+    {"seqrec.runs", "seqrec.reproduce"},
     {"seqrec.cli"},
 ]
 

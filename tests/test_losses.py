@@ -97,3 +97,15 @@ def test_fused_ce_with_bias_matches_plain_cross_entropy_value_and_gradients():
     assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
     for got, want in zip(grads, (hidden.grad, weight.grad, bias.grad)):
         assert torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bpr_max", "top1_max"])
+def test_a_row_without_negatives_adds_nothing_and_no_nan(name):
+    pos = torch.tensor([1.0, 0.5], requires_grad=True)
+    neg = torch.tensor([[0.3, 2.0], [0.1, 0.2]], requires_grad=True)
+    ignore = torch.tensor([[True, True], [False, True]])  # row 0: every negative ignored
+    loss = losses.LOSSES[name].fn(pos, neg, ignore)
+    loss.backward()
+    alone = losses.LOSSES[name].fn(pos[1:].detach(), neg[1:, :1].detach()) / 2  # row 1 alone, over the 2 rows
+    assert torch.isfinite(loss) and torch.allclose(loss, alone) and torch.isfinite(neg.grad).all()
+    assert pos.grad[0] == 0 and (neg.grad[0] == 0).all()

@@ -7,6 +7,9 @@ randomness, so a seed fixes every epoch).
 - :class:`ClozeBatcher`: windows of the last ``max_len`` items (optionally sliding windows), a fresh
   random mask every epoch and the Cloze corruption (BERT4Rec).
 - :class:`SessionParallelBatcher`: GRU4Rec's session-parallel mini-batches, one event per slot per step.
+- :class:`PairBatcher`: shuffled (user, previous item, item) training events with negatives outside the
+  user's items (BPR-MF, NCF; FMC, FPMC and TransRec over consecutive pairs).
+- :class:`TargetWindowBatcher`: every user's sliding windows of L items followed by T targets (Caser).
 
 Every batch has ``inputs`` (the ids the network reads), ``n_sequences`` and ``n_positions`` (positions
 with a training target). Axes: B batch, W window width (trimmed to the batch's longest window).
@@ -245,3 +248,143 @@ class SessionParallelBatcher:
             yield SessionBatch(positions, self.items[positions], self.items[positions + 1], torch.from_numpy(reset),
                                None if keep is None else torch.from_numpy(keep), first)
             first = False
+
+
+class UserItems:
+    """Membership of (user, item) pairs in a training log (sorted keys + binary search), and uniform
+    negatives outside each user's items, drawn by rejection without a Python loop over rows."""
+
+    def __init__(self, train: Interactions):
+        users = np.repeat(np.arange(train.n_users, dtype=np.int64), train.lengths)
+        self.n_items, self.width = train.n_items, train.n_items + FIRST_ITEM
+        self.keys = torch.from_numpy(np.unique(users * self.width + train.items.astype(np.int64)))
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Bool tensor of ``items``' shape: is ``items[b, ...]`` one of user ``users[b]``'s items?"""
+        keys = users.reshape(-1, *([1] * (items.dim() - 1))) * self.width + items
+        if len(self.keys) == 0:
+            return torch.zeros_like(keys, dtype=torch.bool)
+        found = torch.searchsorted(self.keys, keys.reshape(-1)).clamp_(max=len(self.keys) - 1)
+        return (self.keys[found] == keys.reshape(-1)).reshape(keys.shape)
+
+    def negatives(self, users: torch.Tensor, n: int, generator: torch.Generator, max_rounds: int = 50
+                  ) -> torch.Tensor:
+        """[B, n] uniform internal ids outside each user's training items (with replacement across a row).
+        After ``max_rounds`` redraws (a user holding almost the whole catalogue) the few left stand."""
+        items = torch.randint(FIRST_ITEM, FIRST_ITEM + self.n_items, (len(users), n), generator=generator)
+        for _ in range(max_rounds):
+            clash = self.contains(users, items)
+            n_clash = int(clash.sum())
+            if n_clash == 0:
+                break
+            items[clash] = torch.randint(FIRST_ITEM, FIRST_ITEM + self.n_items, (n_clash,), generator=generator)
+        return items
+
+
+class UserRowBatcher:
+    """Shuffled rows of per-user training examples, each batch with ``n_negatives`` uniform negatives per row
+    outside the row's user's training items; a subclass sets ``users`` [R], ``seen`` and ``_batch``."""
+
+    users: torch.Tensor
+    seen: UserItems
+    batch_size: int
+    n_negatives: int
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def epoch(self, generator: torch.Generator):
+        order = torch.randperm(len(self.users), generator=generator)
+        for rows in order.split(self.batch_size):
+            users = self.users[rows]
+            yield self._batch(rows, users, self.seen.negatives(users, self.n_negatives, generator))
+
+    def _batch(self, rows: torch.Tensor, users: torch.Tensor, negatives: torch.Tensor):
+        raise NotImplementedError
+
+
+@dataclass
+class PairBatch:
+    users: torch.Tensor  # [B] internal user indices
+    previous: torch.Tensor  # [B] the item before ``items`` in the user's sequence (PAD for plain pairs)
+    items: torch.Tensor  # [B] the positive items
+    negatives: torch.Tensor  # [B, K] items outside the user's training items
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.items)
+
+    n_positions = n_sequences
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.previous
+
+
+class PairBatcher(UserRowBatcher):
+    """Every training event (``consecutive=False``: BPR-MF, NCF) or every event with a previous one in its
+    user's sequence (``consecutive=True``: the transitions of FMC, FPMC, TransRec), shuffled each epoch,
+    with ``n_negatives`` uniform negatives per event outside the user's training items (BPR's and S-BPR's
+    sampling). One epoch visits every event once (a shuffled pass, where Rendle et al. draw events with
+    replacement; the expected updates are the same)."""
+
+    def __init__(self, train: Interactions, batch_size: int, n_negatives: int, consecutive: bool):
+        users = np.repeat(np.arange(train.n_users, dtype=np.int64), train.lengths)
+        position = np.arange(train.n_events) - np.repeat(train.offsets[:-1], train.lengths)
+        keep = position >= 1 if consecutive else np.ones(train.n_events, dtype=bool)
+        index = np.flatnonzero(keep)
+        if len(index) == 0:
+            raise DataError(f"{train.source}: no user has {2 if consecutive else 1} training event(s); "
+                            "nothing to learn from")
+        items = train.items.astype(np.int64)
+        self.users = torch.from_numpy(users[index])
+        self.items = torch.from_numpy(items[index])
+        self.previous = torch.from_numpy(items[index - 1] if consecutive else np.zeros(len(index), np.int64) + PAD)
+        self.seen = UserItems(train)
+        self.batch_size, self.n_negatives = batch_size, n_negatives
+
+    def _batch(self, rows: torch.Tensor, users: torch.Tensor, negatives: torch.Tensor) -> PairBatch:
+        return PairBatch(users, self.previous[rows], self.items[rows], negatives)
+
+
+@dataclass
+class TargetWindowBatch:
+    users: torch.Tensor  # [B]
+    inputs: torch.Tensor  # [B, L] left-padded
+    targets: torch.Tensor  # [B, T] (PAD where a short history has fewer targets)
+    negatives: torch.Tensor  # [B, K]
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def n_positions(self) -> int:
+        return int((self.targets != PAD).sum())
+
+
+class TargetWindowBatcher(UserRowBatcher):
+    """Caser's training windows (Tang & Wang 2018; the authors' ``to_sequence``): every user's windows of
+    ``L + T`` consecutive items, sliding by one; a user with fewer than ``L + T`` items gives one window,
+    left-padded. The first ``L`` items are the input, the last ``T`` the targets; ``n_negatives`` uniform
+    negatives per window lie outside the user's training items. Shuffled each epoch."""
+
+    def __init__(self, train: Interactions, length: int, n_targets: int, batch_size: int, n_negatives: int):
+        width = length + n_targets
+        lengths = train.lengths.astype(np.int64)
+        users = np.flatnonzero(lengths >= 2)
+        if len(users) == 0:
+            raise DataError(f"{train.source}: no user has 2 training events; nothing to learn from")
+        lengths = lengths[users]
+        count = np.maximum(lengths - width + 1, 1)  # windows per user
+        user = np.repeat(users, count)
+        first_end = np.minimum(lengths, width)  # the end (exclusive, within the user) of each user's first window
+        ends = (train.offsets[user] + np.repeat(first_end, count)
+                + np.arange(len(user)) - np.repeat(np.cumsum(count) - count, count))
+        rows = torch.from_numpy(windows(train.items, train.offsets[user], ends, width))
+        self.users, self.inputs, self.targets = torch.from_numpy(user), rows[:, :length], rows[:, length:]
+        self.seen = UserItems(train)
+        self.batch_size, self.n_negatives = batch_size, n_negatives
+
+    def _batch(self, rows: torch.Tensor, users: torch.Tensor, negatives: torch.Tensor) -> TargetWindowBatch:
+        return TargetWindowBatch(users, self.inputs[rows], self.targets[rows], negatives)

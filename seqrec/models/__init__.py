@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from seqrec import rundir
 from seqrec.errors import choose
-from seqrec.models.base import DEVICES, NeuralRecommender, Recommender, SequentialRecommender
+from seqrec.models.base import DEVICES, NeuralRecommender, Recommender, SequentialRecommender, UserRecommender
 from seqrec.models.bert4rec import BERT4Rec
+from seqrec.models.caser import Caser
+from seqrec.models.factorization import BPRMF, NCF
 from seqrec.models.gru4rec import BATCHINGS, GRU4Rec, GRU4RecPlus
+from seqrec.models.markov import FMC, FPMC, TransRec
+from seqrec.models.poprec import PopRec
 from seqrec.models.sasrec import SASRec
 
-MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (SASRec, BERT4Rec, GRU4Rec, GRU4RecPlus)}
+MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (
+    SASRec, BERT4Rec, GRU4Rec, GRU4RecPlus, PopRec, BPRMF, NCF, FMC, FPMC, TransRec, Caser)}
 
-__all__ = ["MODELS", "DEVICES", "BATCHINGS", "Recommender", "NeuralRecommender", "SequentialRecommender", "SASRec",
-           "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "model_class", "build", "load"]
+__all__ = ["MODELS", "DEVICES", "BATCHINGS", "Recommender", "NeuralRecommender", "SequentialRecommender",
+           "UserRecommender", "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus", "PopRec", "BPRMF", "NCF", "FMC", "FPMC",
+           "TransRec", "Caser", "model_class", "build", "load"]
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -74,6 +74,14 @@ class Recommender(Options):
         """A model of this class saved by :meth:`save` (``seqrec.load`` reads any model)."""
         return rundir.load(directory, {cls.name: cls}, device)
 
+    def refit(self, train) -> "Recommender":
+        """A fresh model with these options fitted on ``train`` (a model without epochs to select has no
+        selection to carry over; :meth:`NeuralRecommender.refit` keeps the selected epoch count)."""
+        self._check_fitted()
+        model = self.clone().fit(train)
+        model.refit_of_ = {}
+        return model
+
     def describe(self) -> dict:
         return {"name": self.name, **{k: v for k, v in self.get_params().items() if k != "progress"}}
 
@@ -352,3 +360,55 @@ class TransformerRecommender(SequentialRecommender):
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         with self._autocast():
             return self.net_.encode(windows)[:, -1]
+
+
+class UserRecommender(NeuralRecommender):
+    """A neural model with a parameter vector per training user (BPR-MF, NCF, FPMC, TransRec, Caser).
+
+    A row of :class:`~seqrec.data.sequences.Histories` is a known user when it names one (``users``) that had
+    training events; any other row (a new history, or a user without training events, such as a test
+    session) is unknown and each model says what it does then. The users stay those of the training data:
+    :meth:`set_histories` accepts only a log with the same users.
+    """
+
+    def _start_fit(self, train) -> Interactions:
+        train = super()._start_fit(train)
+        self.trained_users_ = torch.from_numpy(train.lengths > 0)
+        return train
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """Adam with PyTorch's default betas, as the baselines' reference code."""
+        return torch.optim.Adam(self.net_.parameters(), lr=self.lr, fused=True)
+
+    def _known_users(self, histories: Histories) -> torch.Tensor:
+        """[R] the training user of each row, -1 where the row's user is unknown (see the class docstring)."""
+        if histories.users is None:
+            return torch.full((len(histories),), -1, dtype=torch.long, device=self.device)
+        users = torch.from_numpy(np.asarray(histories.users, dtype=np.int64))
+        n = len(self.trained_users_)
+        known = (users >= 0) & (users < n) & self.trained_users_[users.clamp(0, max(n - 1, 0))]
+        return torch.where(known, users, -1).to(self.device)
+
+    def set_histories(self, log: Interactions) -> "UserRecommender":
+        if not np.array_equal(log.vocab.users, self.vocab_.users):
+            raise DataError(f"{type(self).__name__} has a vector per training user: its histories must keep those "
+                            "users (score new users with recommend(), from their histories)")
+        return super().set_histories(log)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**super().state(), "trained_users": self.trained_users_.to(torch.uint8)}
+
+    def restore(self, vocab, histories: Interactions, state: dict[str, torch.Tensor],
+                train_result: TrainResult | None) -> "UserRecommender":
+        state = dict(state)
+        trained = state.pop("trained_users", None)
+        if trained is None:
+            raise DataError("weights.safetensors has no 'trained_users' tensor")
+        super().restore(vocab, histories, state, train_result)
+        self.trained_users_ = trained.bool()
+        return self
+
+    def _l2(self, *rows: torch.Tensor) -> torch.Tensor:
+        """``reg`` times the squared norm of the parameter rows a step used, per training event (the
+        per-update L2 of Rendle et al.'s SGD)."""
+        return self.reg * sum(r.pow(2).sum() for r in rows) / len(rows[0])

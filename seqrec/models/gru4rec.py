@@ -38,7 +38,8 @@ class GRU4Rec(SequentialRecommender):
     ``max_len + 1`` events of each user, like SASRec (for leave-one-out data); the candidates are each
     position's target plus the ``n_negatives`` shared sampled items (the other positions' targets are not
     used: a batch holds thousands of positions), or, for ``loss="ce"`` with ``n_negatives=0``, the whole
-    catalogue.
+    catalogue. Session-parallel with ``n_negatives=0`` uses the mini-batch's targets alone (the 2016 paper's
+    sampling).
 
     Losses (softmax applied once, to raw scores): ``ce`` (cross-entropy over the candidates, with logQ
     correction ``logq`` > 0: scores minus ``logq · log`` of each candidate's sampling weight, popularity for
@@ -73,8 +74,8 @@ class GRU4Rec(SequentialRecommender):
 
     def validate(self) -> None:
         super().validate()
-        if self.n_negatives == 0 and (self.loss != "ce" or self.batching == "session"):
-            raise ConfigError("n_negatives=0 (full softmax) needs loss='ce' and batching='padded'")
+        if self.n_negatives == 0 and self.loss != "ce" and self.batching == "padded":
+            raise ConfigError("n_negatives=0 with batching='padded' is the full softmax: it needs loss='ce'")
 
     def _build_net(self, n_items: int) -> GRU4RecNet:
         sparse = self.optimizer == "adagrad_m"  # row-wise updates of the item tables, as the official code
@@ -94,9 +95,9 @@ class GRU4Rec(SequentialRecommender):
         return NextItemBatcher(train, self.max_len, self.batch_size)
 
     def _scored_candidates(self, batch) -> int:
-        if self.n_negatives == 0:
-            return self.net_.n_items
         in_batch = batch.n_sequences if isinstance(batch, SessionBatch) else 1  # the other slots' targets
+        if self.n_negatives == 0 and in_batch == 1:
+            return self.net_.n_items
         return in_batch + self.n_negatives
 
     def _batch_loss(self, batch, generator: torch.Generator) -> torch.Tensor:
