@@ -34,7 +34,8 @@ def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclud
              tie_policy: str | tuple = "expected", n_negatives: int = 100, sampling: str = "uniform", seed: int = 0,
              batch_size: int = 256, split: dict | None = None, replacement: bool = True) -> dict:
     """Metrics of ``model`` (anything with ``score(histories, out=None)`` and ``max_len``, or without
-    ``max_len`` for a model that reads whole histories) on ``evalset``, with a protocol card.
+    ``max_len`` for a model that reads whole histories) on ``evalset``, with a protocol card. The sampled
+    protocol scores only the sampled candidates where the model has ``score_candidates``.
 
     ``exclude_seen`` None (default) follows the protocol the set carries (see :class:`EvalSet`); so do its
     candidate items. ``tie_policy`` may be a tuple of policies: the metrics of the first are ``metrics``, and
@@ -60,22 +61,25 @@ def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclud
     for start in range(0, len(evalset), batch_size):  # batch together, so trimmed windows carry little padding
         rows = order[start:start + batch_size]
         histories = evalset.batch(rows)
-        scores = model.score(histories, out=buffer[:len(rows)])  # on the model's device: ranked there
-        dev = scores.device
-        targets = torch.from_numpy(evalset.targets[rows] - FIRST_ITEM).to(dev)
         seen_rows, seen_items = histories.seen()
-        if protocol == "full":
+        if protocol == "sampled":
+            negatives = _sample_negatives(rng, n_items, len(rows), n_negatives, seen_rows, seen_items,
+                                          evalset.targets[rows], popularity, replacement)
+            chosen = torch.from_numpy(np.concatenate([evalset.targets[rows][:, None], negatives], 1))
+            if hasattr(model, "score_candidates"):
+                scores = model.score_candidates(histories, chosen)
+            else:
+                scores = model.score(histories, out=buffer[:len(rows)])
+                scores = scores.gather(1, chosen.to(scores.device) - FIRST_ITEM)
+            higher, tied = ranking.rank_counts(scores, torch.zeros(len(rows), dtype=torch.long, device=scores.device))
+        else:
+            scores = model.score(histories, out=buffer[:len(rows)])  # on the model's device: ranked there
+            targets = torch.from_numpy(evalset.targets[rows] - FIRST_ITEM).to(scores.device)
             ranking.restrict(scores, candidates)
             if exclude_seen:
                 ranking.exclude(scores, seen_rows, seen_items)
             n_filtered_targets += int(torch.isinf(scores.gather(1, targets[:, None])).sum())
             higher, tied = ranking.rank_counts(scores, targets, max(ks))
-        else:
-            negatives = _sample_negatives(rng, n_items, len(targets), n_negatives, seen_rows, seen_items,
-                                          evalset.targets[rows], popularity, replacement)
-            chosen = torch.cat([targets[:, None], torch.from_numpy(negatives - FIRST_ITEM).to(dev)], dim=1)
-            higher, tied = ranking.rank_counts(scores.gather(1, chosen),
-                                               torch.zeros(len(targets), dtype=torch.long, device=dev))
         for policy in policies:
             for name, values in ranking_metrics(higher, tied, ks, policy).items():
                 sums[policy][name] = sums[policy].get(name, 0.0) + float(values.sum())

@@ -138,3 +138,24 @@ def test_user_models_keep_their_users(cyclic_split):
     other = seqrec.read_interactions(cyclic_frame(n_users=10))
     with pytest.raises(DataError, match="vector per training user"):
         model.set_histories(other)
+
+
+def test_ncf_full_scores_equal_its_candidate_scores(cyclic_split):
+    model = tiny_baseline("ncf", epochs=1).fit(cyclic_split.train)
+    users = torch.tensor([0, 3, 7])
+    full = model.net_.score_all(users, chunk=50)  # several row blocks
+    candidates = torch.arange(1, model.vocab_.n_items + 1).repeat(3, 1)
+    assert torch.allclose(full, model.net_.score_candidates(users, candidates), atol=1e-5)
+
+
+def test_sampled_evaluation_of_ncf_scores_only_the_candidates_with_the_same_result(cyclic_split, monkeypatch):
+    model = tiny_baseline("ncf", epochs=1).fit(cyclic_split.train)
+    fast = seqrec.evaluate(model, cyclic_split.test, k=(10,), protocol="sampled", n_negatives=20, seed=2)
+    monkeypatch.setattr(model.net_, "score_all", lambda *a, **k: pytest.fail("scored the whole catalogue"))
+    assert seqrec.evaluate(model, cyclic_split.test, k=(10,), protocol="sampled", n_negatives=20,
+                           seed=2)["metrics"] == fast["metrics"]
+    monkeypatch.undo()
+    generic = seqrec.Recommender.score_candidates  # the full scores, gathered
+    monkeypatch.setattr(type(model), "score_candidates", generic)
+    slow = seqrec.evaluate(model, cyclic_split.test, k=(10,), protocol="sampled", n_negatives=20, seed=2)
+    assert slow["metrics"] == pytest.approx(fast["metrics"], abs=1e-6)

@@ -30,7 +30,7 @@ from seqrec.data.sequences import Histories
 from seqrec.data.splits import EvalSet
 from seqrec.errors import ConfigError, DataError, NotFittedError
 from seqrec.evaluate import evaluate
-from seqrec.ids import PAD
+from seqrec.ids import FIRST_ITEM, PAD
 from seqrec.nn.layers import SequenceNet
 from seqrec.optim import make_optimizer
 from seqrec.options import Options, between, option
@@ -54,6 +54,13 @@ class Recommender(Options):
         """Scores [R, N] of every real item (column j = internal id ``j + FIRST_ITEM``) after each history,
         on the model's device. ``out`` (a float32 CPU tensor [R, N]) may receive them on a CPU."""
         raise NotImplementedError
+
+    def score_candidates(self, histories: Histories, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores [R, C] of the internal item ids ``candidates`` [R, C] after each history (the sampled
+        protocol's few candidates): the full scores, gathered; a model that scores (user, item) pairs one by one
+        (NCF) computes only these."""
+        scores = self.score(histories)
+        return scores.gather(1, candidates.to(scores.device) - FIRST_ITEM)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The fitted tensors to persist (weights.safetensors)."""

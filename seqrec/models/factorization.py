@@ -152,6 +152,19 @@ class NCF(UserRecommender):
             scores[unknown] = self.popularity_.to(scores.device)
         return scores
 
+    @torch.no_grad()
+    def score_candidates(self, histories: Histories, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores of ``candidates`` [R, C] only (the MLP runs on R x C pairs, not on the whole catalogue)."""
+        self._check_fitted()
+        self.net_.eval()
+        users = self._known_users(histories)
+        candidates = candidates.to(self.device)
+        scores = self.net_.score_candidates(users, candidates)
+        unknown = users < 0
+        if unknown.any():
+            scores[unknown] = self.popularity_.to(self.device)[candidates[unknown] - FIRST_ITEM]
+        return scores
+
     def state(self) -> dict[str, torch.Tensor]:
         return {**super().state(), "popularity": self.popularity_}
 

@@ -162,13 +162,19 @@ class NeuMFNet(nn.Module):
         return self._fuse(gmf_user[:, None, :] * self.gmf_item(candidates), user_part[:, None, :] + item_part)
 
     def score_all(self, users: torch.Tensor, out: torch.Tensor | None = None, chunk: int = 1 << 18) -> torch.Tensor:
-        """[B, N] logits of every real item, in row blocks of at most ``chunk`` (row, item) pairs."""
+        """[B, N] logits of every real item (as :meth:`score_candidates`, evaluation mode). The output layer is
+        split by its input halves: the GMF half is one matrix product, and the tower runs in row blocks of at
+        most ``chunk`` (row, item) pairs, in place."""
         gmf_user, mlp_user = self.users(users)
         user_part, item_part = self._first(mlp_user, self.mlp_item.weight[FIRST_ITEM:])
-        gmf_items = self.gmf_item.weight[FIRST_ITEM:]
-        out = torch.empty(len(users), self.n_items, device=users.device) if out is None else out
+        dim = gmf_user.shape[1]
+        w_gmf, w_tower = self.out.weight[0, :dim], self.out.weight[0, dim:]
+        out = torch.mm(gmf_user * w_gmf, self.gmf_item.weight[FIRST_ITEM:].T, out=out).add_(self.out.bias)
         step = max(1, chunk // max(self.n_items, 1))
         for s in range(0, len(users), step):
             rows = slice(s, s + step)
-            out[rows] = self._fuse(gmf_user[rows, None, :] * gmf_items, user_part[rows, None, :] + item_part)
+            hidden = torch.add(user_part[rows, None, :], item_part).relu_()
+            for layer in self.tower[1:]:
+                hidden = layer(hidden).relu_()
+            out[rows] += hidden @ w_tower
         return out
