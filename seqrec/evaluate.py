@@ -67,7 +67,7 @@ def evaluate(model, evalset: EvalSet, k=(10,), *, protocol: str = "full", exclud
                                           evalset.targets[rows], popularity, replacement)
             chosen = torch.from_numpy(np.concatenate([evalset.targets[rows][:, None], negatives], 1))
             if hasattr(model, "score_candidates"):
-                scores = model.score_candidates(histories, chosen)
+                scores = model.score_candidates(histories, chosen, out=buffer[:len(rows)])
             else:
                 scores = model.score(histories, out=buffer[:len(rows)])
                 scores = scores.gather(1, chosen.to(scores.device) - FIRST_ITEM)

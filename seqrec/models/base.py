@@ -55,11 +55,12 @@ class Recommender(Options):
         on the model's device. ``out`` (a float32 CPU tensor [R, N]) may receive them on a CPU."""
         raise NotImplementedError
 
-    def score_candidates(self, histories: Histories, candidates: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, histories: Histories, candidates: torch.Tensor,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
         """Scores [R, C] of the internal item ids ``candidates`` [R, C] after each history (the sampled
-        protocol's few candidates): the full scores, gathered; a model that scores (user, item) pairs one by one
-        (NCF) computes only these."""
-        scores = self.score(histories)
+        protocol's few candidates): the full scores (into ``out`` as :meth:`score`), gathered; a model that
+        scores (user, item) pairs one by one (NCF) computes only these."""
+        scores = self.score(histories, out=out)
         return scores.gather(1, candidates.to(scores.device) - FIRST_ITEM)
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -153,7 +153,8 @@ class NCF(UserRecommender):
         return scores
 
     @torch.no_grad()
-    def score_candidates(self, histories: Histories, candidates: torch.Tensor) -> torch.Tensor:
+    def score_candidates(self, histories: Histories, candidates: torch.Tensor,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of ``candidates`` [R, C] only (the MLP runs on R x C pairs, not on the whole catalogue)."""
         self._check_fitted()
         self.net_.eval()
