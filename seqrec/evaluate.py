@@ -3,8 +3,8 @@
 - ``full`` (default): every item of the catalogue is a candidate.
 - ``sampled``: the target plus ``n_negatives`` negatives drawn (seeded) uniformly or proportionally to
   popularity in the log, never from the user's history nor the target; with replacement (``replacement=True``,
-  the default, as the SASRec reference code) or without (as the BERT4Rec reference code; drawn exactly by
-  the Gumbel top-k trick). Metric names carry the prefix ``sampled_`` and the card says how they were sampled.
+  the default, as the SASRec reference code) or without (as the BERT4Rec reference code: repeats discarded,
+  a row the popularity mass makes hard completed by the Gumbel top-k trick). Metric names carry the prefix ``sampled_`` and the card says how they were sampled.
 
 Seen filtering (``exclude_seen``) removes every item of the user's history from the candidates; a
 target that repeats a history item is then a miss (the filtered list could never contain it), and so is a

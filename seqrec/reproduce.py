@@ -173,9 +173,7 @@ def run_table(name: str, out, *, models: list[str] | None = None, seeds=(0,), qu
     if not path.is_file():
         raise ConfigError(f"{table.name} needs {path} (../shared beside the checkout, or --data FILE)")
     digest = fingerprint(path)
-    log_ = read_interactions(path) if not quick else None
-    if quick:
-        log_ = _first_users(path, QUICK_USERS)
+    log_ = _first_users(path, QUICK_USERS) if quick else read_interactions(path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"table": table.name, "paper": table.paper, "protocol": table.protocol_text,

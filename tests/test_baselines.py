@@ -24,11 +24,13 @@ class TestPopRec(RecommenderContract):
 class TestBPRMF(RecommenderContract):
     make = staticmethod(functools.partial(tiny_baseline, "bprmf"))
     sequential = False
+    hr10_threshold = 0.9
 
 
 class TestNCF(RecommenderContract):
     make = staticmethod(functools.partial(tiny_baseline, "ncf"))
     sequential = False
+    hr10_threshold = 0.9
 
 
 class TestFMC(RecommenderContract):

@@ -339,7 +339,7 @@ class PairBatcher(UserRowBatcher):
         items = train.items.astype(np.int64)
         self.users = torch.from_numpy(users[index])
         self.items = torch.from_numpy(items[index])
-        self.previous = torch.from_numpy(items[index - 1] if consecutive else np.zeros(len(index), np.int64) + PAD)
+        self.previous = torch.from_numpy(items[index - 1] if consecutive else np.full(len(index), PAD, np.int64))
         self.seen = UserItems(train)
         self.batch_size, self.n_negatives = batch_size, n_negatives
 
