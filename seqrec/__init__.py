@@ -7,18 +7,20 @@
     print(seqrec.evaluate(model, split.test, k=(10, 20)))
     items, scores = model.recommend([["sku1", "sku7"]], k=10)
     model.save("runs/x"); model = seqrec.load("runs/x")
+    seqrec.analyze("log.parquet").write("audit/")   # does it look sequential?
 """
 
 from seqrec.data import (EvalSet, Histories, Interactions, Split, Vocab, leave_one_out, read_interactions,
                          session_split, temporal_split)
 from seqrec.errors import ConfigError, DataError, NotFittedError, SeqrecError
-from seqrec.evaluate import evaluate
+from seqrec.evaluate import evaluate, perturbation_test
 from seqrec.models import (BPRMF, FMC, FPMC, MODELS, NCF, BERT4Rec, Caser, GRU4Rec, GRU4RecPlus, PopRec, Recommender,
                            SASRec, TransRec, build, load)
 from seqrec.version import __version__
+from seqrec.analysis import Audit, AuditOptions, analyze  # noqa: E402  (the audit trains models: import last)
 
 
 __all__ = ["read_interactions", "leave_one_out", "temporal_split", "session_split", "Interactions", "EvalSet",
            "Histories", "Split", "Vocab", "MODELS", "Recommender", "SASRec", "BERT4Rec", "GRU4Rec", "GRU4RecPlus",
-           "PopRec", "BPRMF", "NCF", "FMC", "FPMC", "TransRec", "Caser", "build", "load", "evaluate", "SeqrecError",
+           "PopRec", "BPRMF", "NCF", "FMC", "FPMC", "TransRec", "Caser", "build", "load", "evaluate", "perturbation_test", "analyze", "Audit", "AuditOptions", "SeqrecError",
            "DataError", "ConfigError", "NotFittedError", "__version__"]

@@ -2,9 +2,10 @@
 
     seqrec train --data PATH [--model NAME] --out RUN_DIR [--config FILE] [options]
     seqrec train --model gru4rec --help          # that model's options only
-    seqrec evaluate RUN_DIR [--json] [--protocol sampled ...]
+    seqrec evaluate RUN_DIR [--json] [--protocol sampled ...] [--perturb shuffle]
     seqrec recommend RUN_DIR --history ITEM,ITEM,... --k 10 [--items ITEM,...] [--json]
     seqrec recommend RUN_DIR --users all --k 10 --output FILE.csv|FILE.parquet
+    seqrec analyze DATA [--models none] [--json] [--out DIR]   # does it look sequential?
 
 Every flag comes from an option's declaration (:mod:`seqrec.options`): the run's in
 :class:`seqrec.runs.RunConfig`, the model's in its class. Options come from the config file (JSON or TOML,
@@ -21,6 +22,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from seqrec.analysis.audit import AuditOptions
+from seqrec.data.sequences import PERTURBATIONS
 from seqrec.errors import ConfigError, SeqrecError
 from seqrec.models import MODELS, model_class
 from seqrec.options import Options, parse_value
@@ -93,13 +96,20 @@ def _train_parser(model: str) -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,recommend,reproduce}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{train,evaluate,recommend,reproduce,analyze}")
     commands.add_parser("train", help="fit a model, evaluate it on the test split, save a run directory "
                                       "(seqrec train --help for its options)", add_help=False)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run directory on its test split")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--perturb", choices=PERTURBATIONS,
+                          help="also evaluate with changed histories (shuffled, reversed, last item only, last item "
+                               "dropped) and print each metric's change with its bootstrap interval")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of --perturb (default: "
+                                                                      "1000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of --perturb's shuffle and bootstrap")
     add_options(evaluate, RunConfig, EVALUATE_OPTIONS, defaults_shown="default: the run's own, else")
 
     rec = commands.add_parser("recommend", help="top-k items for a new history or for known users")
@@ -125,6 +135,17 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--time-budget", help="seconds of training per model: a number for all, or LABEL=SECONDS "
                                           "pairs and an optional number for the rest (default: the table's)")
     rep.add_argument("--progress", action="store_true", help="show progress bars")
+
+    ana = commands.add_parser(
+        "analyze", help="does the dataset look sequential? rules, models on shuffled histories, a verdict",
+        description="The sequentiality audit of 'Does It Look Sequential?' (RecSys 2024): statistics, sequential "
+                    "rules on true and shuffled sequences, SASRec and GRU4Rec evaluated with true and shuffled "
+                    "histories, split diagnostics and a verdict; writes report.md, report.html, audit.json, "
+                    "summary.json and plots.")
+    ana.add_argument("data", help="interaction log: CSV, TSV or Parquet (optionally .gz)")
+    ana.add_argument("--out", type=Path, help="report folder (default: audits/NAME)")
+    ana.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    add_options(ana, AuditOptions)
     return parser
 
 
@@ -144,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown option(s) {extra}; valid options for '{args.command}': {_valid_flags(sub)}")
     except SystemExit as exc:
         return int(exc.code or 0)
-    return _run(args, lambda: {"evaluate": _evaluate, "recommend": _recommend,
-                             "reproduce": _reproduce}[args.command](args))
+    return _run(args, lambda: {"evaluate": _evaluate, "recommend": _recommend, "reproduce": _reproduce,
+                               "analyze": _analyze}[args.command](args))
 
 
 def _run(args, command) -> int:
@@ -197,11 +218,56 @@ def _train(argv: list[str]) -> int:
 
 
 def _evaluate(args) -> int:
-    from seqrec.runs import evaluate_run
+    from seqrec.runs import evaluate_run, perturbation_run
 
     options = {k: v for k, v in vars(args).items() if k in EVALUATE_OPTIONS}
+    if args.perturb:
+        if args.bootstrap < 1:
+            raise ConfigError(f"--bootstrap must be at least 1, got {args.bootstrap}")
+        result = perturbation_run(args.run_dir, args.perturb, args.bootstrap, args.seed, **options)
+        print(json.dumps(result, default=str) if args.json else _perturbation_text(result))
+        return 0
     result = evaluate_run(args.run_dir, **options)
     _print_result(result, as_json=args.json)
+    return 0
+
+
+def _perturbation_text(result: dict) -> str:
+    card = result["protocol"]["perturbation"]
+    level = result["bootstrap"]["level"]
+    lines = [f"histories {result['perturbation']} ({card['reordered']} a model reads), {result['n_rows']} test rows; "
+             f"ranking as for the true histories",
+             f"{'metric':>10}  {'true':>8}  {result['perturbation']:>9}  {'change':>8}  "
+             f"{f'{level:.0%} interval':>20}  {'p':>6}"]
+    for name, c in result["change"].items():
+        if c["relative"] is None:
+            lines.append(f"{name:>10}  {c['true']:8.4f}  {c['perturbed']:9.4f}  (true metric is 0: no change)")
+            continue
+        interval = f"[{c['low']:+.1%}, {c['high']:+.1%}]"
+        lines.append(f"{name:>10}  {c['true']:8.4f}  {c['perturbed']:9.4f}  {c['relative']:+8.1%}  {interval:>20}  "
+                     f"{c['p_value']:6.3f}{'  significant' if c['significant'] else ''}")
+    key = next(k for k in result if k.startswith("jaccard@"))
+    jaccard = result[key]
+    lines.append(f"{key.replace('jaccard', 'Jaccard')} of the top lists: {jaccard['mean']:.3f} "
+                 f"[{jaccard['low']:.3f}, {jaccard['high']:.3f}]")
+    return "\n".join(lines)
+
+
+def _analyze(args) -> int:
+    from seqrec.analysis import analyze
+
+    options = AuditOptions(**{k: v for k, v in vars(args).items() if k in AuditOptions.option_fields()})
+    source = Path(args.data)
+    name = source.parent.name if source.name.startswith("interactions") else source.name.split(".")[0]
+    out = args.out or Path("audits") / (name or "data")
+    audit = analyze(args.data, options)
+    paths = audit.write(out)
+    if args.json:
+        print(json.dumps(audit.summary(), default=str))
+    else:
+        print(f"verdict: {audit.verdict['verdict']} ({audit.verdict['basis']})")
+        print(audit.verdict["reason"])
+        print(f"report: {paths['html']} (and report.md, audit.json, summary.json, plots in {out})")
     return 0
 
 

@@ -16,7 +16,7 @@ from seqrec import rundir
 from seqrec.data.interactions import CORES, read_interactions
 from seqrec.data.splits import Split, leave_one_out, session_split, temporal_split
 from seqrec.errors import ConfigError
-from seqrec.evaluate import PROTOCOLS, SAMPLINGS, evaluate
+from seqrec.evaluate import PROTOCOLS, SAMPLINGS, evaluate, perturbation_test
 from seqrec.metrics import TIE_POLICIES
 from seqrec.models import MODELS, Recommender, build, model_class
 from seqrec.options import Options, between, option
@@ -158,6 +158,25 @@ def evaluate_run(run_dir, config: RunConfig | None = None, model: Recommender | 
         config.validate()
     model = model or rundir.load(run_dir, MODELS)
     return _evaluate_test(model, rundir.load_split(run_dir, model.vocab_).test, config, saved.get("split"))
+
+
+def perturbation_run(run_dir, perturb: str = "shuffle", n_bootstrap: int = 1000, seed: int = 0,
+                     **overrides) -> dict:
+    """:func:`seqrec.evaluate.perturbation_test` of a run directory's model on its test split: its metrics
+    with the true and the ``perturb``-ed histories, the relative changes with bootstrap intervals, and
+    Jaccard@10 (the full protocol, with the run's cut-offs, seen filtering and tie policy)."""
+    run_dir = Path(run_dir)
+    saved = rundir.read_config(run_dir, MODELS)
+    config = RunConfig(**{**{k: v for k, v in saved.get("run", {}).items() if k in RunConfig.option_fields()},
+                          **overrides})
+    config.validate()
+    model = rundir.load(run_dir, MODELS)
+    test = rundir.load_split(run_dir, model.vocab_).test
+    result = perturbation_test(model, test, perturb, k=config.k, n_bootstrap=n_bootstrap, seed=seed,
+                               exclude_seen=config.exclude_seen, tie_policy=config.tie_policy,
+                               split=saved.get("split"))
+    result.pop("rows")
+    return result
 
 
 def _evaluate_test(model: Recommender, test, config: RunConfig, split_card: dict | None) -> dict:

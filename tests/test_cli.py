@@ -236,3 +236,17 @@ def test_train_recommend_and_evaluate_each_baseline(tmp_path, model, extra, caps
     assert main(["recommend", str(out), "--users", "0,1", "--k", "3", "--json"]) == 0
     assert main(["recommend", str(out), "--history", "3,4", "--k", "3", "--json"]) == 0
     assert main(["evaluate", str(out), "--json", "--protocol", "sampled"]) == 0
+
+
+def test_evaluate_with_perturbed_histories_prints_the_change_with_its_interval(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--perturb", "shuffle", "--bootstrap", "100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    change = result["change"]["NDCG@10"]
+    assert result["perturbation"] == "shuffle" and change["low"] <= change["relative"] <= change["high"]
+    assert result["true"]["NDCG@10"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())
+                                                      ["metrics"]["NDCG@10"])
+    assert "jaccard@10" in result and result["bootstrap"]["paired"] is True
+    assert main(["evaluate", str(run_dir), "--perturb", "last_item", "--bootstrap", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "histories last_item" in text and "95% interval" in text and "Jaccard@10" in text
+    assert main(["evaluate", str(run_dir), "--perturb", "sort"]) == 2

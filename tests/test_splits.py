@@ -60,7 +60,7 @@ def test_temporal_split_uses_only_events_before_the_boundary():
     assert np.all(train.times < 7)
     assert list(decode(split.valid.targets)) == [12]  # only user 1 has 3 training events
     assert np.all(split.train_valid.times < 7) and split.train_valid.n_events == split.train.n_events + 1
-    assert split.params["events_after_boundary_unused"] == 0
+    assert split.params["events_after_boundary_not_predicted"] == 0
 
 
 def test_temporal_split_rejects_bad_quantile():

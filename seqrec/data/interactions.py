@@ -8,7 +8,9 @@ Filters (all vectorised, each reported as counts of removed events, users and it
 - ``drop_repeats``: drop an event when the same user's previous event has the same item;
 - ``min_user_events`` / ``min_item_events`` with ``core="iterative"`` (k-core: repeat until every
   remaining user and item meets its minimum) or ``core="single"`` (one pass over the original counts,
-  as the SASRec preprocessing script ``DataProcessing.py`` does).
+  as the SASRec preprocessing script ``DataProcessing.py`` does). With ``drop_repeats`` too, the iterative
+  core also drops the consecutive repeats its removals create (a-b-a with b removed), until both hold
+  (the preprocessing of "Does It Look Sequential?", RecSys 2024).
 """
 
 from __future__ import annotations
@@ -108,9 +110,10 @@ def from_frame(frame: pd.DataFrame, name: str, *, min_user_events=0, min_item_ev
         report.append(_removed("drop_repeats", u, i, keep))
         u, i, t = u[keep], i[keep], t[keep]
     if min_user_events > 1 or min_item_events > 1:
-        keep = _core_mask(u, i, min_user_events, min_item_events, core)
-        report.append(_removed(f"{core}_core(min_user_events={min_user_events}, min_item_events={min_item_events})",
-                               u, i, keep))
+        keep = _core_mask(u, i, min_user_events, min_item_events, core, drop_repeats)
+        repeats = " + the repeats it creates" if drop_repeats and core == "iterative" else ""
+        report.append(_removed(f"{core}_core(min_user_events={min_user_events}, min_item_events={min_item_events})"
+                               f"{repeats}", u, i, keep))
         u, i, t = u[keep], i[keep], t[keep]
     if len(u) == 0:
         raise DataError(f"{name}: no interactions left after filtering: {report}")
@@ -124,13 +127,18 @@ def from_frame(frame: pd.DataFrame, name: str, *, min_user_events=0, min_item_ev
     return Interactions(vocab, offsets, (i_new + FIRST_ITEM).astype(np.int64), t, name, report)
 
 
-def _core_mask(u, i, min_user, min_item, core) -> np.ndarray:
+def _core_mask(u, i, min_user, min_item, core, drop_repeats=False) -> np.ndarray:
     keep = np.ones(len(u), dtype=bool)
     while True:
         user_counts = np.bincount(u[keep], minlength=u.max() + 1)
         item_counts = np.bincount(i[keep], minlength=i.max() + 1)
         new_keep = keep & (user_counts[u] >= min_user) & (item_counts[i] >= min_item)
-        if core == "single" or new_keep.sum() == keep.sum():
+        if core == "single":
+            return new_keep
+        if drop_repeats:  # an event repeating the previous *kept* event of its user
+            kept = np.flatnonzero(new_keep)
+            new_keep[kept[1:][(u[kept[1:]] == u[kept[:-1]]) & (i[kept[1:]] == i[kept[:-1]])]] = False
+        if new_keep.sum() == keep.sum():
             return new_keep
         keep = new_keep
 

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seqrec.errors import choose
 from seqrec.ids import PAD
+
+PERTURBATIONS = ("shuffle", "reverse", "last_item", "drop_last")
 
 
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -92,6 +95,31 @@ class Histories:
         """(row, item) pairs of every item in each full history."""
         lengths = self.ends - self.starts
         return np.repeat(np.arange(len(lengths)), lengths), self.items[ranges(self.starts, lengths)]
+
+    def perturbed(self, how: str, rng: np.random.Generator, window: int | None = None) -> "Histories":
+        """The same rows with each history changed (the users stay): ``shuffle`` (a random order) or
+        ``reverse`` the last ``window`` items (all with None; older items keep their place, so a model that
+        reads ``window`` items sees the same items in another order), keep the ``last_item`` only, or
+        ``drop_last`` (a one-item history becomes empty)."""
+        choose("perturbation", how, PERTURBATIONS)
+        lengths = self.ends - self.starts
+        if how == "last_item":
+            return Histories(self.items, np.maximum(self.ends - 1, self.starts), self.ends, self.users)
+        if how == "drop_last":
+            return Histories(self.items, self.starts, np.maximum(self.ends - 1, self.starts), self.users)
+        items = self.items[ranges(self.starts, lengths)]  # a compact copy: rows back to back
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        span = lengths if window is None else np.minimum(lengths, window)
+        tail = starts + lengths - span  # first event of each row's reordered part
+        moving = np.flatnonzero(np.arange(len(items)) >= tail[row])
+        if how == "reverse":
+            source = tail[row[moving]] + (starts + lengths)[row[moving]] - 1 - moving
+        else:
+            source = moving[np.lexsort((rng.random(len(moving)), row[moving]))]
+        out = items.copy()
+        out[moving] = items[source]
+        return Histories(out, starts, starts + lengths, self.users)
 
     def subset(self, rows) -> "Histories":
         return Histories(self.items, self.starts[rows], self.ends[rows],

@@ -19,7 +19,7 @@ import numpy as np
 
 from seqrec.data.interactions import Interactions
 from seqrec.data.sequences import Histories
-from seqrec.errors import DataError
+from seqrec.errors import DataError, choose
 from seqrec.ids import FIRST_ITEM
 
 
@@ -111,29 +111,39 @@ def leave_one_out(log: Interactions, valid_users: int | None = None, seed: int =
 
 
 def temporal_split(log: Interactions, quantile: float = 0.9, valid_users: int | None = None,
-                   seed: int = 0) -> Split:
+                   seed: int = 0, target: str = "first") -> Split:
     """Global temporal split at a timestamp quantile ("Does It Look Sequential?", RecSys 2024).
 
-    Training uses only events before the boundary. Test rows: users with events on both sides; their
-    first event at or after the boundary is predicted from everything before it. Validation: the last
-    training event of users with at least 3 training events (leave-last-out inside the training part).
+    Training uses only events before the boundary. Test rows, ``target="first"`` (default): users with
+    events on both sides; their first event at or after the boundary is predicted from everything before it.
+    ``target="last"`` (the code of "Does It Look Sequential?"): every user with at least 2 events whose last
+    event is at or after the boundary; that last event is predicted from all the user's earlier events,
+    those after the boundary included (a user may have none before it: a user the model never trained on).
+    Validation: the last training event of users with at least 3 training events (leave-last-out inside
+    the training part).
     """
     if not 0.0 < quantile < 1.0:
         raise DataError(f"temporal split quantile must be in (0, 1), got {quantile}")
+    choose("temporal split target", target, ("first", "last"))
     boundary = float(np.quantile(log.times, quantile))
     before = log.times < boundary  # a prefix of every user, since events are time-ordered
     user_of_event = np.repeat(np.arange(log.n_users), log.lengths)
     n_before = np.bincount(user_of_event[before], minlength=log.n_users)
     n = log.lengths
-    test_users = np.flatnonzero((n_before >= 1) & (n > n_before))
+    if target == "first":
+        test_users = np.flatnonzero((n_before >= 1) & (n > n_before))
+        test_cuts = n_before[test_users]
+    else:
+        test_users = np.flatnonzero((n >= 2) & (n > n_before))
+        test_cuts = n[test_users] - 1
     if len(test_users) == 0:
-        raise DataError(f"{log.source}: no user has events on both sides of the boundary {boundary}")
+        raise DataError(f"{log.source}: no test user for the boundary {boundary} (target={target!r})")
     valid_users_all = np.flatnonzero(n_before >= 3)
     train_lengths = np.where(n_before >= 3, n_before - 1, n_before)
     valid = _sample(EvalSet(log, valid_users_all, n_before[valid_users_all] - 1, "valid"), valid_users, seed)
-    test = EvalSet(log, test_users, n_before[test_users], "test")
-    params = {"quantile": quantile, "boundary": boundary, "valid_users": valid_users, "seed": seed,
-              "events_after_boundary_unused": int((n - n_before).sum() - len(test_users)),
+    test = EvalSet(log, test_users, test_cuts, "test")
+    params = {"quantile": quantile, "boundary": boundary, "target": target, "valid_users": valid_users,
+              "seed": seed, "events_after_boundary_not_predicted": int((n - n_before).sum() - len(test_users)),
               "users_after_boundary_without_history": int(((n_before == 0) & (n > 0)).sum())}
     return Split(log, train_lengths, valid, test, "temporal", params, n_before)
 
