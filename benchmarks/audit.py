@@ -86,7 +86,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--report-dir", help="where the reports go (default: docs/audits)")
-    parser.add_argument("--suffix", default="", help="added to the result's and the report's name (e.g. '-900s')")
+    parser.add_argument("--suffix", default="",
+                        help="added to the result's and the report's name (e.g. --suffix=-900s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     unknown = sorted(set(args.names) - set(AUDITS))

@@ -168,7 +168,7 @@ class Audit:
         }
 
     def write(self, out) -> dict:
-        """Write report.md, report.html, summary.json and the plots to ``out``; returns their paths."""
+        """Write report.md, report.html, audit.json, summary.json and the plots to ``out``; returns their paths."""
         from seqrec.analysis.report import write_report
         return write_report(self, Path(out))
 
@@ -343,7 +343,10 @@ def verdict(audit: Audit, options: AuditOptions) -> dict:
     thresholds = {"rules_strong": options.rules_strong, "rules_weak": options.rules_weak, "metric": "2-gram rules"}
     if change is None:
         return {"verdict": "not sequential", "basis": "rules only (less reliable than the model-based test)",
-                "thresholds": thresholds, "reason": "No 2-gram rule holds even on the true order."}
+                "thresholds": thresholds,
+                "reason": "No 2-gram rule holds even on the true order: the rules find no sequential pattern (in "
+                          "dense logs of long sequences few pairs reach the confidence threshold; the model-based "
+                          "test can still find one)."}
     drop = -change
     name = ("sequential" if drop >= options.rules_strong else "weakly sequential" if drop >= options.rules_weak
             else "not sequential")
