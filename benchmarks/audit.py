@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 import seqrec
+from benchmarks.run import DATA, ROOT  # the shared datasets (or SEQREC_DATASETS), the checkout
+from benchmarks.table import RESULTS
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SEQREC_DATASETS") or ROOT.parent / "shared" / "datasets")
-RESULTS = Path(__file__).resolve().parent / "results"
 REPORTS = ROOT / "docs" / "audits"
 
 # the paper's table: rules relative change (2-gram, 3-gram), per model HR@10 / NDCG@10 change and Jaccard@10

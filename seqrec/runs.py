@@ -25,10 +25,9 @@ log = logging.getLogger(__name__)
 SPLITS = ("loo", "temporal", "session")
 
 
-class RunConfig(Options):
-    """The options of a run (the model's options are its own; see :func:`split_options`)."""
+class LogOptions(Options):
+    """How an interaction log is read and filtered (shared by a run and the sequentiality audit)."""
 
-    data: str = option("", "interaction log: CSV, TSV or Parquet (optionally .gz)", group="data")
     user_col: str = option("user_id", "user column", group="data")
     item_col: str = option("item_id", "item column", group="data")
     time_col: str = option("timestamp", "timestamp column (numbers or datetimes)", group="data")
@@ -38,6 +37,22 @@ class RunConfig(Options):
     core: str = option("iterative", "k-core filtering: repeat until stable, or one pass", choices=CORES,
                        group="data")
     drop_repeats: bool = option(False, "drop an event repeating the user's previous item", group="data")
+
+    def filters(self) -> dict:
+        """The filtering options, as :func:`~seqrec.data.interactions.read_interactions` takes them."""
+        return {"min_user_events": self.min_user_events, "min_item_events": self.min_item_events,
+                "core": self.core, "drop_repeats": self.drop_repeats}
+
+    def read(self, source, filtered: bool = True):
+        """``source`` read with these columns (and filters, unless ``filtered`` is False)."""
+        return read_interactions(source, self.user_col, self.item_col, self.time_col, sep=self.sep,
+                                 **(self.filters() if filtered else {}))
+
+
+class RunConfig(LogOptions):
+    """The options of a run (the model's options are its own; see :func:`split_options`)."""
+
+    data: str = option("", "interaction log: CSV, TSV or Parquet (optionally .gz)", group="data")
     split: str = option("loo", "leave-one-out, global temporal, or session-based", choices=SPLITS, group="split")
     quantile: float = option(0.9, "temporal split: the timestamp quantile of the boundary",
                              check=between(0, 1, low_open=True, high_open=True), group="split")
@@ -85,9 +100,7 @@ def split_options(values: dict) -> tuple[RunConfig, dict]:
 
 
 def read_and_split(config: RunConfig, seed: int = 0) -> Split:
-    log_ = read_interactions(config.data, config.user_col, config.item_col, config.time_col, sep=config.sep,
-                             min_user_events=config.min_user_events, min_item_events=config.min_item_events,
-                             core=config.core, drop_repeats=config.drop_repeats)
+    log_ = config.read(config.data)
     log.info("%s: %d events, %d users, %d items", log_.source, log_.n_events, log_.n_users, log_.n_items)
     if config.split == "loo":
         return leave_one_out(log_, config.valid_users, seed)
@@ -148,14 +161,22 @@ def _exclude_seen(config: RunConfig, split: Split) -> bool:
     return split.test.exclude_seen if config.exclude_seen is None else config.exclude_seen
 
 
+def _saved_run(run_dir, overrides: dict) -> tuple[dict, RunConfig]:
+    """A run directory's saved config, and its run options with ``overrides``, validated."""
+    saved = rundir.read_config(Path(run_dir), MODELS)
+    config = RunConfig(**{**{k: v for k, v in saved.get("run", {}).items() if k in RunConfig.option_fields()},
+                          **overrides})
+    config.validate()
+    return saved, config
+
+
 def evaluate_run(run_dir, config: RunConfig | None = None, model: Recommender | None = None, **overrides) -> dict:
     """Evaluate a run directory's model on its test split (options default to the run's own)."""
     run_dir = Path(run_dir)
-    saved = rundir.read_config(run_dir, MODELS)
     if config is None:
-        config = RunConfig(**{**{k: v for k, v in saved.get("run", {}).items() if k in RunConfig.option_fields()},
-                              **overrides})
-        config.validate()
+        saved, config = _saved_run(run_dir, overrides)
+    else:
+        saved = rundir.read_config(run_dir, MODELS)
     model = model or rundir.load(run_dir, MODELS)
     return _evaluate_test(model, rundir.load_split(run_dir, model.vocab_).test, config, saved.get("split"))
 
@@ -165,11 +186,7 @@ def perturbation_run(run_dir, perturb: str = "shuffle", n_bootstrap: int = 1000,
     """:func:`seqrec.evaluate.perturbation_test` of a run directory's model on its test split: its metrics
     with the true and the ``perturb``-ed histories, the relative changes with bootstrap intervals, and
     Jaccard@10 (the full protocol, with the run's cut-offs, seen filtering and tie policy)."""
-    run_dir = Path(run_dir)
-    saved = rundir.read_config(run_dir, MODELS)
-    config = RunConfig(**{**{k: v for k, v in saved.get("run", {}).items() if k in RunConfig.option_fields()},
-                          **overrides})
-    config.validate()
+    saved, config = _saved_run(run_dir, overrides)
     model = rundir.load(run_dir, MODELS)
     test = rundir.load_split(run_dir, model.vocab_).test
     result = perturbation_test(model, test, perturb, k=config.k, n_bootstrap=n_bootstrap, seed=seed,

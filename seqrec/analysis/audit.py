@@ -39,13 +39,14 @@ import pandas as pd
 
 from seqrec.analysis.rules import rules_test
 from seqrec.analysis.statistics import dataset_statistics, timestamps_are_positions
-from seqrec.data.interactions import CORES, Interactions, from_frame, read_interactions
+from seqrec.data.interactions import Interactions, from_frame
 from seqrec.data.splits import Split, leave_one_out, temporal_split
 from seqrec.errors import ConfigError
 from seqrec.evaluate import perturbation_test
 from seqrec.ids import FIRST_ITEM
 from seqrec.models import DEVICES, build
-from seqrec.options import Options, between, option
+from seqrec.options import between, option
+from seqrec.runs import LogOptions
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +64,12 @@ MODEL_PARAMS = {
 }
 
 
-class AuditOptions(Options):
-    """The options of the sequentiality audit."""
+class AuditOptions(LogOptions):
+    """The options of the sequentiality audit (the log's filters default to the paper's preprocessing:
+    iterative 5-core, consecutive repeats dropped)."""
 
-    user_col: str = option("user_id", "user column", group="data")
-    item_col: str = option("item_id", "item column", group="data")
-    time_col: str = option("timestamp", "timestamp column (numbers or datetimes)", group="data")
-    sep: str | None = option(None, "field separator (default: by file extension)", group="data")
-    min_user_events: int = option(5, "drop users with fewer events (the paper's 5-core)", check=between(0),
-                                  group="data")
-    min_item_events: int = option(5, "drop items with fewer events (the paper's 5-core)", check=between(0),
-                                  group="data")
-    core: str = option("iterative", "k-core filtering: repeat until stable, or one pass", choices=CORES,
-                       group="data")
-    drop_repeats: bool = option(True, "drop an event repeating the user's previous item (the paper's)",
-                                group="data")
+    DEFAULTS = {"min_user_events": 5, "min_item_events": 5, "drop_repeats": True}
+
     support: float = option(5, "a rule holds when its support (occurrences) exceeds this", check=between(0),
                             group="rules")
     confidence: float = option(0.1, "... and its confidence exceeds this", check=between(0, 1), group="rules")
@@ -190,9 +182,8 @@ def analyze(data, options: AuditOptions | None = None, *, params: dict | None = 
     positional = timestamps_are_positions(raw)
     prepared = _preprocess(raw, options)
     seconds["read_and_preprocess"] = time.perf_counter() - started
-    stats = dataset_statistics(prepared)
-    stats["time"]["positions_only"] = positional
-    raw_stats = dataset_statistics(raw)
+    stats = dataset_statistics(prepared, positions_only=positional)  # filtering leaves gaps in the positions
+    raw_stats = dataset_statistics(raw, positions_only=positional)
 
     started = time.perf_counter()
     rules = rules_test(prepared, (2, 3), options.support, options.confidence,
@@ -216,9 +207,7 @@ def analyze(data, options: AuditOptions | None = None, *, params: dict | None = 
 
 
 def _raw_log(data, options: AuditOptions) -> Interactions:
-    if isinstance(data, Interactions):
-        return data
-    return read_interactions(data, options.user_col, options.item_col, options.time_col, sep=options.sep)
+    return data if isinstance(data, Interactions) else options.read(data, filtered=False)
 
 
 def _preprocess(raw: Interactions, options: AuditOptions) -> Interactions:
@@ -227,9 +216,7 @@ def _preprocess(raw: Interactions, options: AuditOptions) -> Interactions:
         return raw
     frame = pd.DataFrame({"user": np.repeat(raw.vocab.users, raw.lengths),
                           "item": np.asarray(raw.vocab.items)[raw.items - FIRST_ITEM], "time": raw.times})
-    return from_frame(frame, raw.source, min_user_events=options.min_user_events,
-                      min_item_events=options.min_item_events, core=options.core,
-                      drop_repeats=options.drop_repeats)
+    return from_frame(frame, raw.source, **options.filters())
 
 
 def _split(log_: Interactions, options: AuditOptions, positional: bool) -> tuple[Split, dict]:

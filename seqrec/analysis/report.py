@@ -26,7 +26,7 @@ def write_report(audit, out: Path) -> dict:
             (out / name).unlink(missing_ok=True)
     blocks = _blocks(audit, plots)
     paths = {"markdown": out / "report.md", "html": out / "report.html", "json": out / "audit.json",
-             "summary": out / "summary.json", **{k: v for k, v in plots.items()}}
+             "summary": out / "summary.json", **plots}
     paths["markdown"].write_text(_markdown(blocks))
     paths["html"].write_text(_html(blocks, audit))
     paths["json"].write_text(json.dumps(audit.to_dict(), indent=2, default=_plain) + "\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqrec.analysis.statistics import shuffle_within_users, user_of_events
+from seqrec.analysis.statistics import shuffle_within_users
 from seqrec.data.interactions import Interactions
 from seqrec.errors import ConfigError
 
@@ -26,7 +26,7 @@ def count_rules(log: Interactions, orders=(2, 3), support: float = 5, confidence
     orders = sorted({int(n) for n in orders})
     if not orders or orders[0] < 2:
         raise ConfigError(f"rule orders must be integers >= 2, got {orders}")
-    users = user_of_events(log)
+    users = log.event_users()
     width = log.n_items + 1
     gram = log.items.astype(np.int64)  # ids of the 1-grams starting at each position
     valid = np.ones(log.n_events, dtype=bool)  # the n-gram starting here stays inside one user

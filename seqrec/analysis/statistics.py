@@ -16,22 +16,12 @@ from seqrec.ids import FIRST_ITEM
 LENGTH_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 
-def user_of_events(log: Interactions) -> np.ndarray:
-    """[E] the user index of every event."""
-    return np.repeat(np.arange(log.n_users), log.lengths)
-
-
-def positions(log: Interactions) -> np.ndarray:
-    """[E] 0-based position of every event within its user's sequence."""
-    return np.arange(log.n_events) - np.repeat(log.offsets[:-1], log.lengths)
-
-
 def timestamps_are_positions(log: Interactions) -> bool:
     """True when every timestamp is the event's position in its user's sequence (1-based, or 0-based): a
     file that kept only the order (as the published SASRec / BERT4Rec / S3-Rec files). Such timestamps say
     nothing about global time: a temporal split and leakage across users are then undefined."""
     times = np.asarray(log.times, dtype=np.float64)
-    pos = positions(log)
+    pos = log.positions()
     return bool(log.n_events) and (bool(np.all(times == pos + 1)) or bool(np.all(times == pos)))
 
 
@@ -44,15 +34,17 @@ def time_unit(times: np.ndarray) -> str | None:
     return None
 
 
-def dataset_statistics(log: Interactions) -> dict:
+def dataset_statistics(log: Interactions, positions_only: bool | None = None) -> dict:
     """Sizes, sequence-length distribution, repeats, time span and timestamp ties of ``log``.
 
     Repeats: ``consecutive`` events repeat the user's previous item; ``total`` events repeat an item seen
     earlier in the user's sequence (consecutive ones included). Ties: events with the same timestamp as the
-    user's previous event (their order is the input order).
+    user's previous event (their order is the input order). ``positions_only`` says whether the timestamps
+    are positions (None: :func:`timestamps_are_positions` of ``log``; a filtered log's positions have gaps,
+    so pass what the raw log showed).
     """
     lengths = log.lengths
-    users = user_of_events(log)
+    users = log.event_users()
     same_user = users[1:] == users[:-1]
     consecutive = int((same_user & (log.items[1:] == log.items[:-1])).sum())
     pairs = users.astype(np.int64) * (log.n_items + FIRST_ITEM) + log.items
@@ -60,7 +52,7 @@ def dataset_statistics(log: Interactions) -> dict:
     times = np.asarray(log.times, dtype=np.float64)
     ties = int((same_user & (times[1:] == times[:-1])).sum())
     item_counts = np.bincount(log.items - FIRST_ITEM, minlength=log.n_items)
-    positional = timestamps_are_positions(log)
+    positional = timestamps_are_positions(log) if positions_only is None else positions_only
     unit = None if positional else time_unit(times)
     time = {"min": float(times.min()), "max": float(times.max()), "positions_only": positional, "unit": unit}
     if unit:
@@ -87,5 +79,5 @@ def dataset_statistics(log: Interactions) -> dict:
 def shuffle_within_users(log: Interactions, rng: np.random.Generator) -> Interactions:
     """``log`` with each user's items in a random order (timestamps stay in place, so the order they
     define is the shuffled one)."""
-    order = np.lexsort((rng.random(log.n_events), user_of_events(log)))
+    order = np.lexsort((rng.random(log.n_events), log.event_users()))
     return replace(log, items=log.items[order])

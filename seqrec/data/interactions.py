@@ -58,13 +58,21 @@ class Interactions:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def event_users(self) -> np.ndarray:
+        """[E] the user index of every event."""
+        return np.repeat(np.arange(self.n_users), self.lengths)
+
+    def positions(self) -> np.ndarray:
+        """[E] the 0-based position of every event within its user's sequence."""
+        return _positions(self.offsets)
+
     def sequence(self, user: int) -> np.ndarray:
         return self.items[self.offsets[user]:self.offsets[user + 1]]
 
     def prefix(self, lengths: np.ndarray) -> "Interactions":
         """The first ``lengths[u]`` events of every user (users keep their indices, possibly empty)."""
         lengths = np.minimum(np.asarray(lengths, dtype=np.int64), self.lengths)
-        keep = _positions(self.offsets) < np.repeat(lengths, self.lengths)
+        keep = self.positions() < np.repeat(lengths, self.lengths)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         return Interactions(self.vocab, offsets, self.items[keep], self.times[keep], self.source, self.report)
 

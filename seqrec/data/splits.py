@@ -127,8 +127,7 @@ def temporal_split(log: Interactions, quantile: float = 0.9, valid_users: int | 
     choose("temporal split target", target, ("first", "last"))
     boundary = float(np.quantile(log.times, quantile))
     before = log.times < boundary  # a prefix of every user, since events are time-ordered
-    user_of_event = np.repeat(np.arange(log.n_users), log.lengths)
-    n_before = np.bincount(user_of_event[before], minlength=log.n_users)
+    n_before = np.bincount(log.event_users()[before], minlength=log.n_users)
     n = log.lengths
     if target == "first":
         test_users = np.flatnonzero((n_before >= 1) & (n > n_before))
@@ -189,7 +188,7 @@ def session_split(log: Interactions, test_fraction: float = 0.1, days: float | N
     known = np.zeros(log.n_items + FIRST_ITEM, dtype=bool)
     known[log.items[event_role == 0]] = True
     keep = (event_role == 0) | known[log.items]
-    lengths = np.bincount(np.repeat(np.arange(log.n_users), n)[keep], minlength=log.n_users)
+    lengths = np.bincount(log.event_users()[keep], minlength=log.n_users)
     filtered = Interactions(log.vocab, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                             log.items[keep], np.asarray(log.times)[keep], log.source, log.report)
 
