@@ -25,9 +25,11 @@ from pathlib import Path
 from seqrec.analysis.audit import AuditOptions
 from seqrec.data.sequences import PERTURBATIONS
 from seqrec.errors import ConfigError, SeqrecError
+from seqrec.export import FORMATS
 from seqrec.models import MODELS, model_class
 from seqrec.options import Options, parse_value
 from seqrec.runs import RunConfig
+from seqrec.service.options import ServeOptions
 
 log = logging.getLogger("seqrec")
 EVALUATE_OPTIONS = ("k", "exclude_seen", "tie_policy", "protocol", "sampling", "eval_negatives")
@@ -97,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{train,evaluate,recommend,reproduce,analyze}")
+                                     metavar="{train,evaluate,recommend,reproduce,analyze,serve,export}")
     commands.add_parser("train", help="fit a model, evaluate it on the test split, save a run directory "
                                       "(seqrec train --help for its options)", add_help=False)
 
@@ -146,6 +148,24 @@ def _parser() -> argparse.ArgumentParser:
     ana.add_argument("--out", type=Path, help="report folder (default: audits/NAME)")
     ana.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     add_options(ana, AuditOptions)
+
+    srv = commands.add_parser("serve", help="serve a run directory over HTTP (API, metrics, a page to look at "
+                                            "recommendations)",
+                              description="An HTTP service for a run directory (FastAPI + uvicorn): "
+                                          "POST /v1/recommend, /v1/recommend/batch, /v1/users/ID/recommendations, "
+                                          "/v1/users/ID/events, /v1/model, /healthz, /readyz, /metrics, /docs and "
+                                          "the page at /. SIGHUP reloads the run directory without downtime.")
+    srv.add_argument("run_dir", type=Path)
+    add_options(srv, ServeOptions, title="server")
+
+    exp = commands.add_parser("export", help="export a run directory's model to ONNX (encoder, item table, top-k "
+                                             "graph), checked against PyTorch")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default: onnx)")
+    exp.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/onnx)")
+    exp.add_argument("--tolerance", type=float, default=1e-3,
+                     help="largest absolute score difference accepted by the parity check (default: 0.001)")
+    exp.add_argument("--json", action="store_true", help="print the manifest as JSON")
     return parser
 
 
@@ -166,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return _run(args, lambda: {"evaluate": _evaluate, "recommend": _recommend, "reproduce": _reproduce,
-                               "analyze": _analyze}[args.command](args))
+                               "analyze": _analyze, "serve": _serve, "export": _export}[args.command](args))
 
 
 def _run(args, command) -> int:
@@ -271,6 +291,30 @@ def _analyze(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from seqrec.service import serve
+
+    names = ServeOptions.option_fields()
+    serve(args.run_dir, ServeOptions(**{k: v for k, v in vars(args).items() if k in names}))
+    return 0
+
+
+def _export(args) -> int:
+    from seqrec.export import export_onnx
+
+    out = args.out or args.run_dir / "onnx"
+    manifest = export_onnx(args.run_dir, out, tolerance=args.tolerance)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        parity = manifest["parity"]
+        print(f"exported {manifest['model']} to {out}: encoder.onnx, topk.onnx, item_embeddings.npy"
+              f"{', item_bias.npy' if manifest['has_item_bias'] else ''}, items.parquet, export.json "
+              f"({manifest['seconds']} s)\nparity on {parity['histories']} histories: max |score diff| "
+              f"{parity['max_abs_score_diff']:.2e}, identical top-10 in {parity['top10_identical_share']:.0%}")
+    return 0
+
+
 def _recommend(args) -> int:
     from seqrec.models import load
     from seqrec.runs import write_recommendations
@@ -279,7 +323,7 @@ def _recommend(args) -> int:
     items = None if args.items is None else _match(model.vocab_.items, _listed(args.items))
     if args.history is not None:
         history = _listed(args.history)
-        _, unknown = model.encode_histories([history])
+        unknown = model.encode_histories([history])[1][0]
         ranked, scores = model.recommend([history], k=args.k, exclude_seen=args.exclude_seen, items=items)
         keep = [i for i, s in enumerate(scores[0]) if s != float("-inf")]
         payload = {"history": history, "unknown_items": unknown, "k": args.k,

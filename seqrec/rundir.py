@@ -229,6 +229,17 @@ def _read_vocab(directory: Path, config: dict) -> Vocab:
     return Vocab(users=users, items=items)
 
 
+def read_metrics(directory) -> dict | None:
+    """metrics.json of a run (test metrics with their protocol card), None for a model saved alone."""
+    path = Path(directory) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
 def load_split(directory, vocab: Vocab) -> Split:
     """The split a run was trained and tested on (its own copy of the log, independent of the model's
     known histories)."""

@@ -139,7 +139,7 @@ class RecommenderContract:
 
     def test_unknown_history_items_are_ignored_and_reported(self, fitted, caplog):
         encoded, unknown = fitted.encode_histories([[3, "nope", 4, 999]])
-        assert unknown == ["nope", 999] and len(encoded[0]) == 2
+        assert unknown == [["nope", 999]] and len(encoded[0]) == 2
         with caplog.at_level("WARNING"):
             items, _ = fitted.recommend([[3, "nope", 4]], k=1)
         assert "unknown" in caplog.text and (items[0][0] == 5 or not self.sequential)

@@ -6,6 +6,7 @@ internal user ``u`` is ``vocab.users[u]``. External ids keep their type (integer
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from seqrec.ids import FIRST_ITEM, PAD
+
+SMALL = 4096  # up to this many ids, encode_items looks them up in a dictionary
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,49 @@ class Vocab:
 
         Ids are matched by value: ``"12"`` finds item ``12`` in an integer vocabulary.
         """
-        values = pd.Series(list(external), dtype=object)
+        external = list(external)
+        if len(external) <= SMALL:
+            codes = self._encode_small(external)
+            if codes is not None:
+                return codes
+        values = pd.Series(external, dtype=object)
         if self.items.dtype.kind in "iuf":
             values = pd.to_numeric(values, errors="coerce")  # non-numbers become NaN -> unknown
         else:
             values = values.astype(str)
         codes = pd.Index(self.items).get_indexer(values)
         return np.where(codes >= 0, codes + FIRST_ITEM, PAD).astype(np.int64)
+
+    def _encode_small(self, external: list) -> np.ndarray | None:
+        """:meth:`encode_items` of a few ids by a dictionary (a request's history: no pandas call per request);
+        None when an id needs pandas' numeric parsing (e.g. "12.0" in an integer vocabulary)."""
+        numeric = self.items.dtype.kind in "iu"
+        if not numeric and self.items.dtype.kind == "f":
+            return None
+        keys = []
+        for x in external:
+            if numeric:
+                if isinstance(x, str):
+                    if not x.isdigit():
+                        try:
+                            float(x)
+                        except ValueError:  # not a number: unknown, as pandas' parsing makes it
+                            keys.append(None)
+                            continue
+                        return None  # "12.0", "1e3": pandas' parsing decides
+                    x = int(x)
+                elif not isinstance(x, (int, np.integer)) or isinstance(x, bool):
+                    return None
+                keys.append(int(x))
+            else:
+                keys.append(str(x))
+        lookup = self._item_lookup
+        return np.array([lookup.get(k, PAD) for k in keys], dtype=np.int64)
+
+    @functools.cached_property
+    def _item_lookup(self) -> dict:
+        return {item: j + FIRST_ITEM for j, item in enumerate(self.items.tolist() if self.items.dtype.kind in "iu"
+                                                              else [str(i) for i in self.items.tolist()])}
 
     def decode_items(self, internal) -> np.ndarray:
         internal = np.asarray(internal, dtype=np.int64)

@@ -115,14 +115,17 @@ class Recommender(Options):
         self.histories_, self.vocab_ = log, log.vocab
         return self
 
-    def encode_histories(self, histories) -> tuple[list[np.ndarray], list]:
-        """Internal-id histories for lists of external item ids, and the unknown ids that were dropped."""
+    def encode_histories(self, histories) -> tuple[list[np.ndarray], list[list]]:
+        """Internal-id histories for lists of external item ids (one vocabulary lookup for all), and per
+        history the unknown ids that were dropped."""
         self._check_fitted()
         histories = [list(h) for h in histories]
         flat = [item for h in histories for item in h]
         codes = self.vocab_.encode_items(flat) if flat else np.zeros(0, dtype=np.int64)
-        unknown = [item for item, code in zip(flat, codes) if code == PAD]
         bounds = np.cumsum([0] + [len(h) for h in histories])
+        missing = set(np.flatnonzero(codes == PAD).tolist())
+        unknown = [[flat[i] for i in range(a, b) if i in missing] if missing else []
+                   for a, b in zip(bounds[:-1], bounds[1:])]
         return [codes[a:b][codes[a:b] != PAD] for a, b in zip(bounds[:-1], bounds[1:])], unknown
 
     def recommend(self, histories: Sequence[Sequence], k: int = 10, exclude_seen: bool = True,
@@ -135,9 +138,10 @@ class Recommender(Options):
         remain, the tail of a row has score -inf.
         """
         encoded, unknown = self.encode_histories(histories)
+        unknown = [item for row in unknown for item in row]
         if unknown:
             log.warning("ignored %d unknown item id(s): %s", len(unknown), unknown[:10])
-        ids, scores = self._top_k(Histories.from_lists(encoded), k, exclude_seen, items)
+        ids, scores = self.rank(Histories.from_lists(encoded), k, exclude_seen, items)
         return self.vocab_.decode_items(ids), scores
 
     def recommend_users(self, users="all", k: int = 10, exclude_seen: bool = True,
@@ -154,7 +158,7 @@ class Recommender(Options):
                 raise DataError(f"{len(bad)} unknown user id(s): {bad[:10]}")
         offsets = self.histories_.offsets
         batch = Histories(self.histories_.items, offsets[index], offsets[index + 1], index)
-        ids, scores = self._top_k(batch, k, exclude_seen, items)
+        ids, scores = self.rank(batch, k, exclude_seen, items)
         frame = pd.DataFrame({
             "user_id": np.repeat(self.vocab_.users[index], ids.shape[1]),
             "rank": np.tile(np.arange(1, ids.shape[1] + 1), len(index)),
@@ -163,8 +167,11 @@ class Recommender(Options):
         })
         return frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
 
-    def _top_k(self, histories: Histories, k: int, exclude_seen: bool, items) -> tuple[np.ndarray, np.ndarray]:
-        """Internal ids and scores [R, k] of the best candidates after each history."""
+    def rank(self, histories: Histories, k: int = 10, exclude_seen: bool = True,
+             items: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Internal ids and scores [R, min(k, N)] of the best candidates after each encoded history (the
+        ranking behind :meth:`recommend`, :meth:`recommend_users` and the service); ``items`` are external
+        candidate ids as in :meth:`recommend`."""
         self._check_fitted()
         k = min(int(k), self.vocab_.n_items)
         if k < 1:

@@ -103,7 +103,7 @@ class BERT4Rec(TransformerRecommender):
 
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         """Append ``[mask]`` (dropping the oldest item at ``max_len``) and read the hidden state there."""
-        masked = torch.full((len(windows), 1), mask_id(self.net_.n_items), dtype=windows.dtype, device=windows.device)
+        masked = torch.full_like(windows[:, :1], mask_id(self.net_.n_items))  # (keeps the batch size symbolic for ONNX)
         return super()._next_hidden(torch.cat([windows, masked], dim=1)[:, -self.max_len:])
 
     def _batcher(self, train: Interactions) -> ClozeBatcher:

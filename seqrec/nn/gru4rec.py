@@ -46,8 +46,13 @@ def right_align(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids [R, L] -> (the same rows right-padded, their lengths [R])."""
     lengths = (x != PAD).sum(1)
     width = x.shape[1]
-    index = (torch.arange(width, device=x.device)[None, :] + (width - lengths)[:, None]) % width
-    return x.gather(1, index), lengths
+    index = torch.arange(width, device=x.device)[None, :] + (width - lengths)[:, None]
+    return x.gather(1, _wrap(index, width)), lengths
+
+
+def _wrap(index: torch.Tensor, width: int) -> torch.Tensor:
+    """``index % width`` for index in [0, 2 * width) (a form the ONNX exporter takes with a symbolic width)."""
+    return torch.where(index >= width, index - width, index)
 
 
 class GRU4RecNet(SequenceNet):
@@ -106,7 +111,7 @@ class GRU4RecNet(SequenceNet):
         right, lengths = right_align(items)
         outputs = self.run(right)  # [B, L, H], real positions first
         width = items.shape[1]
-        back = (torch.arange(width, device=items.device)[None, :] - (width - lengths)[:, None]) % width  # [B, L]
+        back = _wrap(torch.arange(width, device=items.device)[None, :] + lengths[:, None], width)  # [B, L]
         left = outputs.gather(1, back[:, :, None].expand(-1, -1, outputs.shape[2]))
         return left * (items != PAD)[:, :, None]
 

@@ -107,8 +107,9 @@ class SASRecNet(SequenceNet):
         positions = torch.arange(self.max_len - l, self.max_len, device=items.device)
         x = self.item_emb(items) * self.dim ** 0.5 + self.pos_emb(positions)
         x = self.emb_dropout(x) * keep
-        causal = torch.ones(l, l, dtype=torch.bool, device=items.device).tril()
-        allowed = causal & (keep.transpose(1, 2) | torch.eye(l, dtype=torch.bool, device=items.device))
+        step = torch.arange(l, device=items.device)
+        causal, diagonal = step[:, None] >= step[None, :], step[:, None] == step[None, :]  # (exports to ONNX)
+        allowed = causal & (keep.transpose(1, 2) | diagonal)
         allowed = allowed.unsqueeze(1)  # [B, 1, L, L]: query i may see key j
         for block in self.blocks:
             x = block(x, allowed, keep)
