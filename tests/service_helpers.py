@@ -38,16 +38,23 @@ class LiveServer:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("seqrec serve did not start")
-        threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True).start()
+        self.reader = threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True)
+        self.reader.start()
         self.client = httpx.Client(base_url=self.url, timeout=60)
         while self.client.get("/readyz").status_code != 200:
             time.sleep(0.05)
 
     def stop(self, sig=signal.SIGTERM) -> int:
+        """Stop the server; a request that failed inside it (a 500, logged with its traceback) fails the test:
+        no test of the suite may make the server fail."""
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(30)
+        code = self.process.wait(30)
+        self.reader.join(10)
+        text = "".join(self.log)
+        assert "unhandled error" not in text and "Traceback" not in text, text
+        return code
 
     def __enter__(self) -> "LiveServer":
         return self

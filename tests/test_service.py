@@ -279,6 +279,11 @@ def test_reload_under_concurrent_requests_fails_none(runs, tmp_path):
         models = [m for _, m in results]
         assert old != new and models[0] == old and models[-1] == new  # the broken one never served
         assert s.client.get("/v1/model").json()["n_items"] == 45  # the second run's vocabulary
+        second = seqrec.load(runs["second"])  # its users (85 is not among the first run's), their histories
+        expected = second.recommend_users([85, 7], k=5)
+        for user in (85, 7):
+            got = s.client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()["items"]
+            assert got == expected[expected.user_id == user].item_id.tolist()
         metrics = s.client.get("/metrics").text
         passes = float(next(line.split()[1] for line in metrics.splitlines()
                             if line.startswith("seqrec_batch_rows_count")))

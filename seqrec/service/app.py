@@ -337,7 +337,7 @@ class Service:
         if index < 0 and not appended:
             raise ApiError(404, f"unknown user {user_id!r}: not among the model's users and no events appended",
                            "user_id")
-        return Job([appended], k, exclude_seen, users=[index], stored=[True])
+        return Job([appended], k, exclude_seen, users=[user_id])
 
     def answer(self, ranked: Ranked, row: int, k: int, metadata: bool, history: list | None = None) -> dict:
         served = ranked.served

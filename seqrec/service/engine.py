@@ -168,15 +168,15 @@ def model_card(run_dir: Path, model: Recommender, config: dict) -> dict:
 # ---- micro-batching ------------------------------------------------------------------------------
 @dataclass
 class Job:
-    """One request: histories of external item ids (one per row; a row may instead be a known user's
-    stored history plus its appended events), and its ranking options."""
+    """One request: histories of external item ids, one per row (for a user's row: the events appended
+    through the service, which follow the user's stored history when the model knows the user), and its
+    ranking options."""
 
     histories: list[list]
     k: int
     exclude_seen: bool
     items: tuple | None = None
-    users: list[int] | None = None  # internal index per row of a known user, else -1
-    stored: list[bool] | None = None  # per row: prepend the model's stored history of that user
+    users: list[str | None] | None = None  # per row: the user whose stored history comes first (or None)
     future: asyncio.Future | None = None
     result: object = None
     error: BaseException | None = None
@@ -227,12 +227,14 @@ def _execute_group(served: Served, group: list[Job], exclude_seen: bool, items) 
     model = served.model
     flat = [h for job in group for h in job.histories]
     encoded, unknown = model.encode_histories(flat)
-    users = np.concatenate([np.asarray(job.users if job.users is not None else [-1] * job.rows) for job in group])
-    stored = [s for job in group for s in (job.stored if job.stored is not None else [False] * job.rows)]
+    # users are resolved by the model that ranks (a reload may have changed them since the request came)
+    users = np.array([served.user_index.get(u, -1) if u is not None else -1
+                      for job in group for u in (job.users if job.users is not None else [None] * job.rows)],
+                     dtype=np.int64)
     known = model.histories_
     rows = []
-    for r, (codes, user, prepend) in enumerate(zip(encoded, users, stored)):
-        if prepend and user >= 0:
+    for codes, user in zip(encoded, users):
+        if user >= 0:
             codes = np.concatenate([known.items[known.offsets[user]:known.offsets[user + 1]], codes])
         rows.append(codes)
     histories = Histories.from_lists(rows)
@@ -257,9 +259,12 @@ def _execute_group(served: Served, group: list[Job], exclude_seen: bool, items) 
 
 
 class Batcher:
-    """Dynamic micro-batching: requests that arrive while the worker is busy (or within ``max_wait``
-    seconds of the first, while more requests are arriving) are ranked together, up to ``max_batch`` rows.
-    One worker thread runs the model, so the event loop keeps accepting requests meanwhile."""
+    """Dynamic micro-batching: requests that arrive while the worker is busy are ranked together, up to
+    ``max_batch`` rows; while more requests are in flight than the batch holds (``arriving()`` counts the
+    server's open requests), the worker also waits up to ``max_wait`` seconds for them to join. A pass
+    has a large fixed cost (the whole item table is read to score any number of histories), so fuller
+    passes serve more histories per second; a lone request never waits. One worker thread runs the model,
+    so the event loop keeps accepting requests meanwhile."""
 
     def __init__(self, current, max_batch: int = 64, max_wait: float = 0.005, arriving=lambda: 0, threads: int = 0):
         self.current, self.max_batch, self.max_wait, self.arriving = current, max_batch, max_wait, arriving
