@@ -163,7 +163,10 @@ async def get(server: Server, path: str) -> bytes:
                 break
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        return await reader.readexactly(length)
+        body = await reader.readexactly(length)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+        return body
     finally:
         writer.close()
 

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from seqrec import rundir
 from seqrec.data.sequences import Histories
 from seqrec.errors import ConfigError, DataError
 from seqrec.ids import FIRST_ITEM, PAD
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx",)
 OPSET = 18
 MANIFEST = "export.json"
-FILES = ("encoder.onnx", "topk.onnx", "item_embeddings.npy", "item_bias.npy", "items.parquet", MANIFEST)
 
 
 def exportable(model: Recommender) -> bool:
@@ -141,10 +141,20 @@ def export_onnx(model_or_run, out, *, tolerance: float = 1e-3, check_users: int 
         raise ConfigError(f"{model.name} does not export to ONNX: only the models that read a window of item ids "
                           "(sasrec, bert4rec, gru4rec, gru4rec+) do")
     model._check_fitted()
-    if str(model.device) != "cpu":
+    device = str(model.device)
+    if device != "cpu":  # exported from the CPU; the model goes back to its device afterwards
         model.net_.to("cpu")
         model.device = "cpu"
-    out = Path(out)
+    try:
+        return _export_checked(model, Path(out), run_dir, tolerance, check_users, seed)
+    finally:
+        if device != "cpu":
+            model.net_.to(device)
+            model.device = device
+
+
+def _export_checked(model: SequentialRecommender, out: Path, run_dir: Path | None, tolerance: float,
+                    check_users: int, seed: int) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
     started = time.perf_counter()
@@ -201,10 +211,7 @@ def _example_windows(model: SequentialRecommender, width: int) -> np.ndarray:
 
 
 def _weights_digest(run_dir: Path | None) -> str | None:
-    if run_dir is None:
-        return None
-    from seqrec import rundir
-    return rundir.read_config(run_dir)["files"]["weights.safetensors"]["sha256"]
+    return None if run_dir is None else rundir.read_config(run_dir)["files"]["weights.safetensors"]["sha256"]
 
 
 def known_histories(model: Recommender, n_users: int, seed: int = 0) -> Histories:

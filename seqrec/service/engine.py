@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -137,7 +138,6 @@ def onnx_export(run_dir: Path, model: Recommender, config: dict) -> Path:
     digest = config["files"]["weights.safetensors"]["sha256"]
     if manifest.is_file():
         try:
-            import json
             if json.loads(manifest.read_text()).get("weights_sha256") == digest:
                 return folder
         except ValueError:
@@ -304,7 +304,7 @@ class Batcher:
                 elif self.arriving() > len(jobs) and loop.time() < deadline:
                     try:  # more requests are being read: wait a little for them
                         job = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
-                    except (asyncio.TimeoutError, TimeoutError):
+                    except TimeoutError:
                         break
                 else:
                     break
