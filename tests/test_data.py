@@ -124,3 +124,16 @@ def test_vocab_encodes_by_value_and_round_trips(tmp_path):
 def test_shared_beauty_statistics_match_provenance():
     log = read_interactions(shared_dataset("amazon-beauty-bert4rec"))
     assert (log.n_users, log.n_items, log.n_events) == (40226, 54542, 353962)
+
+
+@pytest.mark.parametrize("items,queries", [
+    (np.array([5, 7, 9, 12]), [5, "7", "x", 12, 3, "12.0", "-5", np.int64(9), True, " 7", "1e1"]),
+    (np.array(["a", "12", "b"], dtype=object), ["a", 12, "zz", "12", None]),
+])
+def test_small_id_lists_encode_as_pandas_does(items, queries, monkeypatch):
+    from seqrec.data import vocab as module
+
+    v = module.Vocab(users=np.array([1]), items=items)
+    fast = [int(v.encode_items([q])[0]) for q in queries] + [v.encode_items(queries).tolist()]
+    monkeypatch.setattr(module, "SMALL", -1)  # every list through pandas
+    assert fast == [int(v.encode_items([q])[0]) for q in queries] + [v.encode_items(queries).tolist()]

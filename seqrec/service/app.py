@@ -540,8 +540,9 @@ def create_app(run_dir, options: ServeOptions | None = None) -> FastAPI:
             raise ApiError(401, "missing or wrong admin token (Authorization: Bearer <token>)", "authorization")
         try:
             fresh = await service.reload(body.run_dir if body else None)
-        except SeqrecError as exc:
-            raise ApiError(422, f"reload refused, the previous model keeps serving: {exc}", "run_dir") from None
+        except Exception as exc:  # noqa: BLE001  (whatever a run directory does to the loader, the old one serves)
+            detail = str(exc) if isinstance(exc, SeqrecError) else f"{type(exc).__name__}: {exc}"
+            raise ApiError(422, f"reload refused, the previous model keeps serving: {detail}", "run_dir") from None
         return {"model": fresh.model_id, "run_dir": str(fresh.run_dir), "loaded_at": fresh.loaded_at}
 
     app.add_middleware(Guard, service=service)
