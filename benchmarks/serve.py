@@ -154,16 +154,7 @@ async def admin(server: Server, path: str, payload: dict | None = None) -> tuple
 async def get(server: Server, path: str) -> bytes:
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        status = int((await reader.readline()).split()[1])
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        body = await reader.readexactly(length)
+        status, body = await _request(reader, writer, _head("GET", path, b""), b"")
         if status != 200:
             raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
         return body

@@ -167,6 +167,15 @@ class Recommender(Options):
         })
         return frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
 
+    def candidate_ids(self, items: Sequence) -> np.ndarray:
+        """Internal ids of the external candidate ids ``items``; an unknown one is a DataError naming it."""
+        items = list(items)
+        codes = self.vocab_.encode_items(items)
+        if (codes == PAD).any():
+            bad = [item for item, code in zip(items, codes) if code == PAD]
+            raise DataError(f"{len(bad)} unknown candidate item id(s): {bad[:10]}")
+        return codes
+
     def rank(self, histories: Histories, k: int = 10, exclude_seen: bool = True,
              items: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Internal ids and scores [R, min(k, N)] of the best candidates after each encoded history (the
@@ -176,13 +185,7 @@ class Recommender(Options):
         k = min(int(k), self.vocab_.n_items)
         if k < 1:
             raise ConfigError(f"k must be a positive integer, got {k}")
-        candidates = None
-        if items is not None:
-            codes = self.vocab_.encode_items(list(items))
-            if (codes == PAD).any():
-                bad = [item for item, code in zip(items, codes) if code == PAD]
-                raise DataError(f"{len(bad)} unknown candidate item id(s): {bad[:10]}")
-            candidates = ranking.candidate_mask(self.vocab_.n_items, codes)
+        candidates = None if items is None else ranking.candidate_mask(self.vocab_.n_items, self.candidate_ids(items))
         out_ids, out_scores = [], []
         for s in range(0, len(histories), SCORE_BATCH):
             part = histories.subset(slice(s, s + SCORE_BATCH))

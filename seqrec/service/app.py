@@ -330,13 +330,17 @@ class Service:
             raise ApiError(422, f"{len(history)} items, more than the limit of {self.options.max_history} "
                                 "(--max-history)", field)
 
-    def user_job(self, user_id: str, k: int, exclude_seen: bool) -> Job:
-        served = self.served
-        index = served.user_index.get(user_id, -1)
+    def known_user(self, user_id: str) -> tuple[int, list]:
+        """(the served model's index of the user, or -1; the user's appended events); 404 for neither."""
+        index = self.served.user_index.get(user_id, -1)
         appended = self.store.events(user_id)
         if index < 0 and not appended:
             raise ApiError(404, f"unknown user {user_id!r}: not among the model's users and no events appended",
                            "user_id")
+        return index, appended
+
+    def user_job(self, user_id: str, k: int, exclude_seen: bool) -> Job:
+        _, appended = self.known_user(user_id)
         return Job([appended], k, exclude_seen, users=[user_id])
 
     def answer(self, ranked: Ranked, row: int, k: int, metadata: bool, history: list | None = None) -> dict:
@@ -482,11 +486,7 @@ def create_app(run_dir, options: ServeOptions | None = None) -> FastAPI:
     async def user(user_id: Annotated[str, PathParam(max_length=500)], metadata: bool = False):
         """A user's history: the model's stored events, then those appended through the service."""
         served = service.served
-        index = served.user_index.get(user_id, -1)
-        appended = service.store.events(user_id)
-        if index < 0 and not appended:
-            raise ApiError(404, f"unknown user {user_id!r}: not among the model's users and no events appended",
-                           "user_id")
+        index, appended = service.known_user(user_id)
         known = served.model.histories_
         stored = served.model.vocab_.decode_items(known.items[known.offsets[index]:known.offsets[index + 1]]).tolist() \
             if index >= 0 else []
@@ -516,8 +516,7 @@ def create_app(run_dir, options: ServeOptions | None = None) -> FastAPI:
             raise ApiError(422, f"{len(body.timestamps)} timestamps for {len(body.items)} items", "timestamps")
         total = service.store.append(user_id, body.items, body.timestamps)
         service.metrics.events.inc(len(body.items))
-        codes = service.served.model.vocab_.encode_items(body.items)
-        unknown = [item for item, code in zip(body.items, codes) if code == 0]
+        unknown = service.served.model.encode_histories([body.items])[1][0]
         return {"user_id": user_id, "appended": len(body.items), "appended_total": total, "unknown_items": unknown,
                 "known_user": user_id in service.served.user_index}
 

@@ -21,8 +21,8 @@ import torch
 
 from seqrec import export, rundir
 from seqrec.data.sequences import Histories
-from seqrec.errors import ConfigError, DataError, SeqrecError
-from seqrec.ids import FIRST_ITEM, PAD
+from seqrec.errors import ConfigError, SeqrecError
+from seqrec.ids import FIRST_ITEM
 from seqrec.models import MODELS, load
 from seqrec.models.base import Recommender
 from seqrec.service.options import BACKENDS
@@ -49,7 +49,7 @@ class OnnxRanker:
         self.encoder = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
         self.weights = np.load(folder / "item_embeddings.npy")
         self.bias = np.load(folder / "item_bias.npy") if (folder / "item_bias.npy").exists() else None
-        self.vocab_, self.max_len = model.vocab_, model.max_len
+        self.model, self.max_len = model, model.max_len
 
     def rank(self, histories: Histories, k: int = 10, exclude_seen: bool = True, items=None):
         n = len(self.weights)
@@ -59,8 +59,8 @@ class OnnxRanker:
         windows = np.ascontiguousarray(histories.windows(self.max_len))
         if items is not None:
             return self._rank_candidates(histories, windows, k, exclude_seen, items)
-        older = np.maximum(histories.ends - histories.starts - self.max_len, 0) if exclude_seen else 0
-        extra = int(np.max(older)) if exclude_seen and len(windows) else 0
+        # items older than the window, at most, per row
+        extra = int((histories.ends - histories.starts - self.max_len).max(initial=0)) if exclude_seen else 0
         ids, scores = self.topk.run(None, {"ids": windows, "k": np.array(min(k + extra, n), dtype=np.int64),
                                            "exclude_seen": np.full(len(windows), exclude_seen)})
         if not extra:
@@ -73,11 +73,7 @@ class OnnxRanker:
         return out_ids, out_scores
 
     def _rank_candidates(self, histories, windows, k, exclude_seen, items):
-        codes = self.vocab_.encode_items(list(items))
-        if (codes == PAD).any():
-            bad = [item for item, code in zip(items, codes) if code == PAD]
-            raise DataError(f"{len(bad)} unknown candidate item id(s): {bad[:10]}")
-        codes = np.unique(codes)
+        codes = np.unique(self.model.candidate_ids(items))
         users = self.encoder.run(None, {"ids": windows})[0]
         scores = users @ self.weights[codes - FIRST_ITEM].T
         if self.bias is not None:
@@ -272,7 +268,6 @@ class Batcher:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seqrec-rank")
         self.task: asyncio.Task | None = None
-        self.batch_sizes: list[int] = []
         self.observe = lambda rows, seconds: None
 
     def start(self) -> None:
