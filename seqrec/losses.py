@@ -11,13 +11,18 @@ Shapes: M scored positions, N items, K negatives, D hidden size.
 - :func:`sampled_ce` cross-entropy over the positive and K sampled negatives (same paper); with
                      GRU4Rec's logQ correction when the caller subtracts ``logq · log q(item)`` from the
                      scores first.
+- :func:`gbce`       generalised BCE over the positive and K sampled negatives (Petrov & Macdonald, gSASRec,
+                     RecSys 2023): the positive's log-likelihood raised to the power β, which undoes the
+                     overconfidence that negative sampling teaches; ``t`` = 0 is plain BCE, ``t`` = 1 fully calibrated.
 - :func:`bpr_max`    BPR-max with score regularisation (Hidasi & Karatzoglou, "Recurrent Neural Networks
                      with Top-k Gains", CIKM 2018, eq. 9; the official GRU4Rec code).
 - :func:`top1_max`   TOP1-max (same paper, eq. 8).
 
 Each sampled loss takes the positive's score [M], the negatives' scores [M, K] and an optional mask [M, K]
 of negatives to ignore (a sampled copy of the positive, or GRU4Rec's own target column); each applies its
-softmax exactly once, to raw scores.
+softmax exactly once, to raw scores. A loss that needs more than scores names it in ``Loss.keywords``
+(gBCE: ``sampling_rate``, negatives per position over the catalogue size - 1, and ``t``); the caller passes
+those as keyword arguments.
 
 :data:`LOSSES` is the registry: name -> :class:`Loss` (the function and which negatives it needs:
 ``"catalogue"`` every item, ``"one"`` one sampled negative per position, ``"sampled"`` a set of sampled
@@ -56,6 +61,27 @@ def sampled_ce(pos_logits: torch.Tensor, neg_logits: torch.Tensor,
         neg_logits = neg_logits.masked_fill(neg_is_pos, float("-inf"))
     logits = torch.cat([pos_logits[:, None], neg_logits], dim=1)  # [M, 1 + K]
     return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
+
+
+def gbce_beta(sampling_rate: float, t: float) -> float:
+    """gSASRec's β = α (t (1 - 1/α) + 1/α) for sampling rate α = K / (N - 1) and calibration t (eq. 12)."""
+    alpha = min(max(sampling_rate, 1e-12), 1.0)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce(pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_is_pos: torch.Tensor | None = None, *,
+         sampling_rate: float, t: float = 0.75) -> torch.Tensor:
+    """Generalised binary cross-entropy (gSASRec): the mean over every scored element (positives and
+    non-ignored negatives) of ``-β log σ(p)`` for a positive and ``-log(1 - σ(n))`` for a negative, β from
+    :func:`gbce_beta`. Equal to the reference's BCE on the transformed positive logit
+    ``log(1 / (σ(p)^-β - 1))``, computed without its clipping (``β softplus(-p)`` is exact and stable)."""
+    beta = gbce_beta(sampling_rate, t)
+    negative = F.softplus(neg_logits)
+    n_elements = neg_logits.numel() + pos_logits.numel()
+    if neg_is_pos is not None:
+        negative = negative.masked_fill(neg_is_pos, 0.0)
+        n_elements -= int(neg_is_pos.sum())
+    return (beta * F.softplus(-pos_logits).sum() + negative.sum()) / max(n_elements, 1)
 
 
 def bpr_max(pos_logits: torch.Tensor, neg_logits: torch.Tensor, neg_is_pos: torch.Tensor | None = None,
@@ -190,12 +216,15 @@ class Loss:
     negatives: str  # "catalogue" | "one" | "sampled" (see the module docstring)
     fn: Callable[..., torch.Tensor]
     help: str
+    keywords: tuple[str, ...] = ()  # what the loss needs beyond scores (see the module docstring)
 
 
 LOSSES = {loss.name: loss for loss in (
     Loss("ce", "catalogue", ce, "full softmax cross-entropy over the catalogue"),
     Loss("bce", "one", bce, "binary cross-entropy, one uniform negative per position (original SASRec)"),
     Loss("sampled_ce", "sampled", sampled_ce, "softmax cross-entropy over the target and n_negatives sampled items"),
+    Loss("gbce", "sampled", gbce, "generalised BCE over n_negatives sampled items, calibrated by gbce_t (gSASRec)",
+         ("sampling_rate", "t")),
     Loss("bpr_max", "sampled", bpr_max, "BPR-max with score regularisation over sampled negatives (GRU4Rec)"),
     Loss("top1_max", "sampled", top1_max, "TOP1-max over sampled negatives (GRU4Rec)"),
 )}

@@ -73,12 +73,12 @@ def test_sampled_ce_closed_form_and_collision_removal():
 
 
 def test_unknown_loss_lists_choices_and_the_registry_says_what_each_needs():
-    with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose from \['ce', 'bce', 'sampled_ce', 'bpr_max'"):
+    with pytest.raises(ConfigError, match=r"unknown loss 'mse'; choose from \['ce', 'bce', 'sampled_ce', 'gbce', 'bpr_max'"):
         losses.get("mse")
     with pytest.raises(ConfigError, match=r"choose from \['ce', 'bpr_max'\]"):
         losses.get("bce", ("ce", "bpr_max"))
     assert {name: loss.negatives for name, loss in losses.LOSSES.items()} == {
-        "ce": "catalogue", "bce": "one", "sampled_ce": "sampled", "bpr_max": "sampled", "top1_max": "sampled"}
+        "ce": "catalogue", "bce": "one", "sampled_ce": "sampled", "gbce": "sampled", "bpr_max": "sampled", "top1_max": "sampled"}
     assert losses.get("bpr_max").fn is losses.bpr_max
 
 
@@ -109,3 +109,29 @@ def test_a_row_without_negatives_adds_nothing_and_no_nan(name):
     alone = losses.LOSSES[name].fn(pos[1:].detach(), neg[1:, :1].detach()) / 2  # row 1 alone, over the 2 rows
     assert torch.isfinite(loss) and torch.allclose(loss, alone) and torch.isfinite(neg.grad).all()
     assert pos.grad[0] == 0 and (neg.grad[0] == 0).all()
+
+
+def test_gbce_is_the_reference_bce_on_transformed_positive_logits():
+    # gSASRec's code: positive logit -> log(1 / (σ(p)^-β - 1)), then mean BCE over every (unmasked) element
+    torch.manual_seed(0)
+    pos, neg = torch.randn(6, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    rate, t = 4 / 99, 0.75
+    beta = rate * (t * (1 - 1 / rate) + 1 / rate)
+    assert losses.gbce_beta(rate, t) == pytest.approx(beta)
+    transformed = torch.log(1.0 / (torch.sigmoid(pos) ** -beta - 1.0))
+    logits = torch.cat([transformed[:, None], neg], 1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    assert losses.gbce(pos, neg, sampling_rate=rate, t=t).item() == pytest.approx(expected.item(), rel=1e-9)
+    # t = 0 is plain BCE (β = 1), t = 1 weighs the positive by the sampling rate (β = α)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat([pos[:, None], neg], 1), labels)
+    assert losses.gbce(pos, neg, sampling_rate=rate, t=0.0).item() == pytest.approx(plain.item(), rel=1e-9)
+    assert losses.gbce_beta(rate, 1.0) == pytest.approx(rate)
+    # an ignored negative leaves the mean
+    ignore = torch.zeros(6, 4, dtype=torch.bool)
+    ignore[0, 1] = True
+    per_element = torch.cat([beta * torch.nn.functional.softplus(-pos),
+                             torch.nn.functional.softplus(neg)[~ignore]])
+    assert losses.gbce(pos, neg, ignore, sampling_rate=rate, t=t).item() == pytest.approx(
+        per_element.mean().item(), rel=1e-9)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from seqrec import losses, samplers
 from seqrec.models.objectives import per_sequence_scores, position_loss, shared_scores
 from seqrec.nn import BERT4RecNet, GRU4RecNet, SASRecNet
+from seqrec.nn.layers import SequenceNet
 
 N_ITEMS = 40
 NETS = {"sasrec": lambda: SASRecNet(N_ITEMS, 6, 8, 1, 1, 0.0),
@@ -78,3 +79,82 @@ def test_per_sequence_and_shared_scores_are_the_dot_products():
     pos2, neg2, clash2 = shared_scores(net, h, t, shared)
     assert torch.allclose(pos, pos2) and torch.allclose(neg2, logits_of(net, h, shared), atol=1e-5)
     assert clash2[0, 3] and clash2.sum(1)[0] >= 1
+
+
+class Logits(SequenceNet):
+    """A context-free model: one learned logit per item (hidden state 1, item vector [z_j])."""
+
+    def __init__(self, n_items):
+        super().__init__()
+        self.n_items = n_items
+        self.z = torch.nn.Parameter(torch.zeros(n_items, 1))
+
+    def output_embeddings(self):
+        return self.z, None
+
+
+def learned_distribution(kind: str, logq: float, steps: int = 600, n: int = 30, m: int = 64, k: int = 8):
+    """Train the logits of :class:`Logits` with sampled softmax on targets drawn from a known softmax p;
+    return KL(p || learned softmax)."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(n, generator=g) * 1.5, 0)
+    sampler = samplers.CandidateSampler(kind, (p * 1e5).round(), k, alpha=1.0)  # popularity = target share
+    net = Logits(n)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    hidden, mask = torch.ones(m, 1, 1), torch.ones(m, 1, dtype=torch.bool)
+    for _ in range(steps):
+        targets = torch.multinomial(p, m, replacement=True, generator=g)[:, None] + 1
+        loss = position_loss(losses.get("sampled_ce"), net, hidden, mask, targets, targets, k, g,
+                             sampler=sampler, logq=logq)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    learned = torch.softmax(net.z.detach()[:, 0], 0)
+    return float((p * (p / learned).log()).sum())
+
+
+@pytest.mark.parametrize("kind", ["popularity", "in_batch", "mixed"])
+def test_logq_correction_recovers_the_true_distribution_that_biased_negatives_distort(kind):
+    corrected, biased = learned_distribution(kind, logq=1.0), learned_distribution(kind, logq=0.0)
+    assert corrected < 0.03, (corrected, biased)
+    assert biased > 3 * corrected, (corrected, biased)
+
+
+def test_candidate_samplers_draw_what_they_say_and_their_rates():
+    counts = torch.tensor([50.0, 30.0, 15.0, 5.0, 0.0])
+    targets = torch.tensor([1, 1, 2, 3])
+    g = torch.Generator().manual_seed(0)
+    in_batch = samplers.CandidateSampler("in_batch", counts, 3)
+    assert in_batch.shared and in_batch.draw(targets, 2, g).tolist() == [1, 2, 3]
+    p = counts / counts.sum()
+    expected = torch.log(1 - (1 - p[:3]) ** 4)
+    assert torch.allclose(in_batch.log_rate(torch.tensor([1, 2, 3]), 4), expected.float())
+    mixed = samplers.CandidateSampler("mixed", counts, 6)
+    drawn = mixed.draw(targets, 2, g)
+    assert set(targets.tolist()) <= set(drawn.tolist()) and len(set(drawn.tolist())) == len(drawn)
+    rate = torch.log(1 - (1 - p[:3]) ** 4 * (1 - 1 / 5) ** 6)
+    assert torch.allclose(mixed.log_rate(torch.tensor([1, 2, 3]), 4), rate.float())
+    popularity = samplers.CandidateSampler("popularity", counts, 1000, alpha=0.5)
+    draws = popularity.draw(targets, 2, g)
+    assert draws.shape == (2, 1000) and (draws != 5).all()  # never an item without training events
+    share = torch.bincount(draws.reshape(-1), minlength=6)[1:5].float() / 2000
+    assert torch.allclose(share, counts[:4].sqrt() / counts[:4].sqrt().sum(), atol=0.03)
+    assert not popularity.drop_hits and in_batch.drop_hits
+    assert samplers.CandidateSampler("uniform", counts, 3).log_rate(targets, 4) is None
+
+
+@pytest.mark.parametrize("kind", ["in_batch", "mixed"])
+def test_shared_candidates_score_every_position_against_the_batch_with_the_logq_shift(kind):
+    net = NETS["sasrec"]().eval()
+    hidden, mask, targets = batch()
+    counts = torch.arange(1, N_ITEMS + 1).float()
+    sampler = samplers.CandidateSampler(kind, counts, 5)
+    got = position_loss(losses.get("sampled_ce"), net, hidden, mask, targets, targets, 5,
+                        torch.Generator().manual_seed(1), sampler=sampler, logq=0.5)
+    t = targets[mask]
+    cand = sampler.draw(t, 3, torch.Generator().manual_seed(1))
+    h = hidden[mask]
+    pos = logits_of(net, h, t[:, None])[:, 0] - 0.5 * sampler.log_rate(t, len(t))
+    neg = logits_of(net, h, cand) - 0.5 * sampler.log_rate(cand, len(t))[None, :]
+    expected = losses.sampled_ce(pos, neg, cand[None, :] == t[:, None])
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from seqrec import losses, ranking, rundir
+from seqrec import losses, ranking, rundir, samplers
 from seqrec.data.interactions import Interactions, read_interactions
 from seqrec.data.sequences import Histories
 from seqrec.data.splits import EvalSet
 from seqrec.errors import ConfigError, DataError, NotFittedError
 from seqrec.evaluate import evaluate
+from seqrec.models.objectives import position_loss
 from seqrec.ids import FIRST_ITEM, PAD
 from seqrec.nn.layers import SequenceNet
 from seqrec.optim import make_optimizer
@@ -357,11 +358,35 @@ class TransformerRecommender(SequentialRecommender):
     bucketing: bool = option(False, "batch windows of similar length (faster; each batch's loss weighted by "
                                     "its share of the positions)")
     bf16: bool = option(False, "run the network and the full-softmax products in bfloat16")
+    sampler: str = option("uniform", "negatives of the sampled losses: uniform or popularity-drawn per sequence, "
+                                     "the batch's targets (in_batch), or those plus n_negatives uniform (mixed)",
+                          choices=samplers.SAMPLERS)
+    sample_alpha: float = option(1.0, "popularity sampler: items drawn ∝ training count^alpha", check=between(0))
+    logq: float = option(1.0, "logQ correction of non-uniform samplers: scores minus logq · log(sampling rate)",
+                         check=between(0))
+    gbce_t: float = option(0.75, "gbce loss: calibration t (0: plain BCE, 1: fully calibrated)",
+                           check=between(0, 1))
 
     def validate(self) -> None:
         super().validate()
         if self.dim % self.n_heads:
             raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.sampler in ("uniform", "popularity") and not self.n_negatives \
+                and losses.get(self.loss).negatives == "sampled":
+            raise ConfigError(f"loss {self.loss!r} with sampler {self.sampler!r} needs n_negatives > 0")
+
+    def _start_fit(self, train) -> Interactions:
+        train = super()._start_fit(train)
+        counts = torch.from_numpy(np.bincount(train.items - FIRST_ITEM, minlength=train.n_items))
+        self._sampler = samplers.CandidateSampler(self.sampler, counts, self.n_negatives, self.sample_alpha)
+        return train
+
+    def _position_loss(self, hidden: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
+                       exclude: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """:func:`~seqrec.models.objectives.position_loss` with this model's loss, sampler and precision."""
+        return position_loss(losses.get(self.loss), self.net_, hidden, mask.to(self.device),
+                             targets.to(self.device), exclude, self.n_negatives, generator, self._dtype,
+                             sampler=self._sampler, logq=self.logq, gbce_t=self.gbce_t)
 
     def _autocast(self):
         return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16)

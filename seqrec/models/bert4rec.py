@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from seqrec import losses
 from seqrec.data.batching import ClozeBatch, ClozeBatcher
 from seqrec.data.interactions import Interactions
 from seqrec.ids import mask_id
 from seqrec.models.base import TransformerRecommender
-from seqrec.models.objectives import position_loss
 from seqrec.nn.bert4rec import HEADS, INITS, NORMS, BERT4RecNet
 from seqrec.optim import ADAM_BETAS
 from seqrec.options import between, option
@@ -113,6 +111,4 @@ class BERT4Rec(TransformerRecommender):
 
     def _batch_loss(self, batch: ClozeBatch, generator: torch.Generator) -> torch.Tensor:
         hidden = self._encode(batch.inputs)  # [B, L, D]
-        return batch.weight * position_loss(losses.get(self.loss), self.net_, hidden, batch.chosen.to(self.device),
-                                            batch.window.to(self.device), batch.window, self.n_negatives,
-                                            generator, self._dtype)
+        return batch.weight * self._position_loss(hidden, batch.chosen, batch.window, batch.window, generator)

@@ -51,14 +51,18 @@ def shared_scores(net: SequenceNet, hidden: torch.Tensor, targets: torch.Tensor,
 
 def position_loss(loss: losses.Loss, net: SequenceNet, hidden: torch.Tensor, mask: torch.Tensor,
                   targets: torch.Tensor, exclude: torch.Tensor, n_negatives: int, generator: torch.Generator,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float32, sampler: samplers.CandidateSampler | None = None,
+                  logq: float = 1.0, gbce_t: float = 0.75) -> torch.Tensor:
     """The loss of ``hidden`` [B, T, D] (from ``encode``) at the ``mask`` [B, T] positions against their
     ``targets`` [B, T] (internal ids, on the network's device):
 
     - ``catalogue`` losses score every item (fused, in ``dtype``);
     - ``one``: one uniform negative per position, never an item of its row of ``exclude`` [B, X] (CPU);
-    - ``sampled``: ``n_negatives`` uniform items per sequence, shared by its positions; a negative equal to
-      the position's target is left out of that position's loss.
+    - ``sampled``: the candidates of ``sampler`` (default: ``n_negatives`` uniform items per sequence, shared
+      by its positions; see :class:`~seqrec.samplers.CandidateSampler`); a candidate equal to the position's
+      target is left out of that position's loss (kept for the popularity sampler, see there). Where the sampler's rates differ between items, every
+      score (the positive's too) is lowered by ``logq`` times the log of its item's sampling rate (the logQ
+      correction; 0 turns it off). gBCE's sampling rate is the candidates per position over ``N - 1``.
     """
     device = hidden.device
     h = net.head(hidden[mask])  # [M, D]
@@ -69,5 +73,17 @@ def position_loss(loss: losses.Loss, net: SequenceNet, hidden: torch.Tensor, mas
     if loss.negatives == "one":
         negatives = samplers.uniform_items(net.n_items, tuple(mask.shape), generator, exclude=exclude)
         return loss.fn(logits(net, h, t), logits(net, h, negatives.to(device)[mask]))
-    negatives = samplers.uniform_items(net.n_items, (len(mask), n_negatives), generator).to(device)  # [B, K]
-    return loss.fn(*per_sequence_scores(net, h, mask, t, negatives))
+    if sampler is None:
+        negatives = samplers.uniform_items(net.n_items, (len(mask), n_negatives), generator).to(device)  # [B, K]
+        pos, neg, clash = per_sequence_scores(net, h, mask, t, negatives)
+    else:
+        negatives = sampler.draw(t, len(mask), generator).to(device)  # [B, K] or [C]
+        scores = shared_scores if sampler.shared else per_sequence_scores
+        pos, neg, clash = scores(net, h, t, negatives) if sampler.shared else scores(net, h, mask, t, negatives)
+        clash = clash if sampler.drop_hits else None
+        rate = sampler.log_rate(negatives, len(t))
+        if rate is not None and logq:
+            pos = pos - logq * sampler.log_rate(t, len(t))
+            neg = neg - logq * (rate[None, :] if sampler.shared else rate[mask.nonzero()[:, 0]])
+    context = {"sampling_rate": neg.shape[1] / max(net.n_items - 1, 1), "t": gbce_t}
+    return loss.fn(pos, neg, clash, **{k: context[k] for k in loss.keywords})

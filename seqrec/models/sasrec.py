@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from seqrec import losses
 from seqrec.data.batching import NextItemBatch, NextItemBatcher
 from seqrec.data.interactions import Interactions
 from seqrec.models.base import TransformerRecommender
-from seqrec.models.objectives import position_loss
 from seqrec.nn.sasrec import SASRecNet
 
 
@@ -41,6 +39,4 @@ class SASRec(TransformerRecommender):
 
     def _batch_loss(self, batch: NextItemBatch, generator: torch.Generator) -> torch.Tensor:
         hidden = self._encode(batch.inputs)  # [B, T, D]
-        return batch.weight * position_loss(losses.get(self.loss), self.net_, hidden, batch.mask.to(self.device),
-                                            batch.targets.to(self.device), batch.window, self.n_negatives,
-                                            generator, self._dtype)
+        return batch.weight * self._position_loss(hidden, batch.mask, batch.targets, batch.window, generator)
