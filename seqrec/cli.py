@@ -18,15 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tomllib
 from pathlib import Path
 
+from seqrec import distributed
 from seqrec.analysis.audit import AuditOptions
 from seqrec.data.sequences import PERTURBATIONS
 from seqrec.errors import ConfigError, SeqrecError
 from seqrec.export import FORMATS
-from seqrec.models import MODELS, model_class
+from seqrec.models import MODELS, build, model_class
 from seqrec.options import Options, parse_value
 from seqrec.runs import RunConfig
 from seqrec.service.options import ServeOptions
@@ -229,7 +231,17 @@ def _train(argv: list[str]) -> int:
         parser.error(f"unknown option(s) {extra}; valid options for 'train --model {model}': {_valid_flags(parser)}")
     flags = {k: v for k, v in vars(args).items() if k != "config"}
     run, params = split_options({**values, **flags})
-    _, result = train_run(run, params)
+    if run.devices > 1 and "WORLD_SIZE" not in os.environ:  # start the processes; each runs this command
+        build(run.model, params).check_data_parallel()
+        return distributed.launch(["train", *argv], run.devices)
+    if os.environ.get("RANK", "0") != "0":  # in a distributed run the first process reports
+        log.setLevel(logging.WARNING)
+    try:
+        _, result = train_run(run, params)
+    finally:
+        distributed.stop()
+    if not result:  # a process of a distributed run other than the first: it only trained
+        return 0
     _print_result(result, as_json=False)
     print(f"run directory: {run.out}")
     if run.recommendations:

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from seqrec import rundir
+from seqrec import distributed, rundir
 from seqrec.data.interactions import CORES, read_interactions
 from seqrec.data.splits import Split, leave_one_out, session_split, temporal_split
 from seqrec.errors import ConfigError
@@ -78,6 +78,8 @@ class RunConfig(LogOptions):
                                          group="output")
     rec_k: int = option(10, "items per user in --recommendations", check=between(1), group="output")
     model: str = option("sasrec", "the model", choices=MODELS, group="")
+    devices: int = option(1, "processes training data-parallel through torch.distributed (torchrun; one per GPU "
+                             "with --device cuda, Gloo CPU processes otherwise)", check=between(1), group="training")
 
     def check(self) -> None:
         self.validate()
@@ -129,6 +131,8 @@ def train_run(config: RunConfig, params: dict | None = None) -> tuple[Recommende
         tick = time.perf_counter()
         model = model.refit(split.train_valid)
     fit_seconds = time.perf_counter() - tick
+    if not distributed.is_main():  # the other processes of a distributed run only trained
+        return model, {}
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     run = {"run": config.get_params(), "split": split.card(), "data": split.log.summary(), "filters": split.log.report}
     out = rundir.save(model, config.out, split=split, run=run)

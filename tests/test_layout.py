@@ -48,10 +48,10 @@ LAYERS = [  # a module may import only from its own layer or the ones before it
     {"seqrec.ids", "seqrec.errors", "seqrec.version"},
     {"seqrec.data", "seqrec.nn"},
     {"seqrec.losses", "seqrec.metrics", "seqrec.ranking", "seqrec.samplers", "seqrec.optim", "seqrec.options",
-     "seqrec.train", "seqrec.evaluate", "seqrec.rundir"},
+     "seqrec.train", "seqrec.evaluate", "seqrec.rundir", "seqrec.distributed"},
     {"seqrec.models"},
     {"seqrec.runs", "seqrec.reproduce", "seqrec.analysis", "seqrec.export"},
-    {"seqrec.cli", "seqrec.service"},
+    {"seqrec.cli", "seqrec.service", "seqrec.__main__"},
 ]
 
 

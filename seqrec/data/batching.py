@@ -227,6 +227,8 @@ class SessionParallelBatcher:
     """Session-parallel mini-batches (GRU4Rec, Hidasi et al. 2016, Fig. 2) over the sessions with at least
     2 events, in order of their first timestamp (ties by session index), as the official code."""
 
+    shardable = False  # a slot's state runs from step to step: the batches cannot be split over processes
+
     def __init__(self, train: Interactions, batch_size: int):
         lengths = train.lengths
         sessions = np.flatnonzero(lengths >= 2)

@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from seqrec import losses, ranking, rundir, samplers
+from seqrec import distributed, losses, ranking, rundir, samplers
 from seqrec.data.interactions import Interactions, read_interactions
 from seqrec.data.sequences import Histories
 from seqrec.data.splits import EvalSet
 from seqrec.errors import ConfigError, DataError, NotFittedError
 from seqrec.evaluate import evaluate
-from seqrec.models.objectives import position_loss
 from seqrec.ids import FIRST_ITEM, PAD
+from seqrec.models.objectives import position_loss
 from seqrec.nn.layers import SequenceNet
 from seqrec.optim import make_optimizer
 from seqrec.options import Options, between, option
@@ -82,6 +83,10 @@ class Recommender(Options):
     def load(cls, directory, device: str | None = None) -> "Recommender":
         """A model of this class saved by :meth:`save` (``seqrec.load`` reads any model)."""
         return rundir.load(directory, {cls.name: cls}, device)
+
+    def check_data_parallel(self) -> None:
+        """Raise a ConfigError if this configuration cannot train over several processes."""
+        raise ConfigError(f"{self.name} has no training loop to split over processes; train it with --devices 1")
 
     def refit(self, train) -> "Recommender":
         """A fresh model with these options fitted on ``train`` (a model without epochs to select has no
@@ -241,21 +246,62 @@ class NeuralRecommender(Recommender):
             raise DataError("the validation set was built from other data than the training set")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
-        generator = torch.Generator().manual_seed(self.seed)
+        device = distributed.start(self.device)  # joins torchrun's processes, if it started this one
+        rank, size = distributed.world()
+        if size > 1:
+            self.device = device
+        generator = torch.Generator().manual_seed(self.seed)  # the batches (the same in every process)
+        sampling = generator if size == 1 else torch.Generator().manual_seed(self.seed + 1_000_003 * (rank + 1))
         fork = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=fork):  # init and dropout are seeded; caller's RNG untouched
             torch.manual_seed(self.seed)
             self.net_ = self._build_net(train.n_items).to(self.device)
+            if size > 1:
+                torch.manual_seed(self.seed + 1_000_003 * (rank + 1))  # dropout: each process its own
             batcher = self._batcher(train)
             validate = None
             if valid is not None and len(valid):
                 def validate():
-                    return evaluate(self, valid, k=(10,))["metrics"]
+                    return self._validate(valid)
+            step_loss, callbacks = lambda batch: self._batch_loss(batch, sampling), list(callbacks)
+            if size > 1:
+                step_loss = self._data_parallel(batcher, sampling)
+                callbacks.insert(0, _AgreeEpoch())
             self.train_result_ = train_loop(
-                self.net_, batcher, lambda batch: self._batch_loss(batch, generator), validate,
-                epochs=self.epochs, patience=self.patience, generator=generator, progress=self.progress,
-                optimizer=self._optimizer(), time_budget=self.time_budget, callbacks=callbacks)
+                self.net_, batcher, step_loss, validate, epochs=self.epochs, patience=self.patience,
+                generator=generator, progress=self.progress and rank == 0, optimizer=self._optimizer(),
+                time_budget=self.time_budget, callbacks=callbacks)
         return self
+
+    def check_data_parallel(self) -> None:
+        """Raise a ConfigError if this configuration cannot train over several processes."""
+        self.validate()
+
+    def _validate(self, valid: EvalSet) -> dict:
+        """Validation metrics; in a distributed run each process ranks its share of the rows and the means
+        are combined (the same figures in every process)."""
+        rank, size = distributed.world()
+        if size == 1 or len(valid) < size:
+            return evaluate(self, valid, k=(10,))["metrics"]
+        rows = np.arange(rank, len(valid), size)
+        return distributed.combine_means(evaluate(self, valid.subset(rows), k=(10,))["metrics"], len(rows))
+
+    def _data_parallel(self, batcher, sampling: torch.Generator):
+        """The step loss of a distributed run: this process's shard of each global batch through
+        DistributedDataParallel, scaled to its share of the batch (see :mod:`seqrec.distributed`)."""
+        if not getattr(batcher, "shardable", True):
+            raise ConfigError(f"{type(batcher).__name__} batches cannot be split over processes (their state runs "
+                              "from step to step); train with --devices 1")
+        rank, size = distributed.world()
+        cuda = self.device.startswith("cuda")
+        step = DistributedDataParallel(_Step(self.net_, lambda part: self._batch_loss(part, sampling)),
+                                       device_ids=[torch.device(self.device)] if cuda else None,
+                                       find_unused_parameters=False)
+
+        def step_loss(batch):
+            part = distributed.shard(batch, rank, size)
+            return step(part) * distributed.position_share(part, batch)
+        return step_loss
 
     def refit(self, train) -> "NeuralRecommender":
         """A fresh model with these options, trained on ``train`` (usually ``split.train_valid``, the
@@ -345,6 +391,31 @@ class SequentialRecommender(NeuralRecommender):
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         """Hidden states [R, D] that score the item after each left-padded window [R, L]."""
         return self.net_.encode(windows)[:, -1]
+
+
+class _Step(torch.nn.Module):
+    """A training step as a module, so that DistributedDataParallel sees the network's parameters and
+    all-reduces their gradients; a process whose shard of a batch is empty contributes zero gradients."""
+
+    def __init__(self, net: torch.nn.Module, loss):
+        super().__init__()
+        self.net, self.loss = net, loss
+
+    def forward(self, batch) -> torch.Tensor:
+        if batch.n_sequences == 0:
+            return sum((p * 0.0).sum() for p in self.net.parameters())
+        return self.loss(batch)
+
+
+class _AgreeEpoch(Callback):
+    """Make every process's epoch record the same (and so its decisions: early stopping, time budget): the
+    mean loss over processes (each process's loss is its share of the global batch's), the longest times.
+    Sequences per second count the global batches already."""
+
+    def on_epoch(self, record):
+        (record.loss,) = distributed.agree([record.loss], op="mean")
+        record.seconds, record.valid_seconds, record.elapsed = distributed.agree(
+            [record.seconds, record.valid_seconds, record.elapsed])
 
 
 class TransformerRecommender(SequentialRecommender):

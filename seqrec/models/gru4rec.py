@@ -77,6 +77,12 @@ class GRU4Rec(SequentialRecommender):
         if self.n_negatives == 0 and self.loss != "ce" and self.batching == "padded":
             raise ConfigError("n_negatives=0 with batching='padded' is the full softmax: it needs loss='ce'")
 
+    def check_data_parallel(self) -> None:
+        super().check_data_parallel()
+        if self.batching == "session":
+            raise ConfigError("session-parallel batches carry each slot's state from step to step and cannot be "
+                              "split over processes: use --batching padded, or --devices 1")
+
     def _build_net(self, n_items: int) -> GRU4RecNet:
         sparse = self.optimizer == "adagrad_m"  # row-wise updates of the item tables, as the official code
         return GRU4RecNet(n_items, self.dim, self.n_blocks, self.input_dim, self.embed_dropout,
