@@ -203,10 +203,16 @@ def _chunk_logits(h, w, sl, buf):
     return torch.mm(h, w[sl].T, out=out)
 
 
+def chunk_size(m: int, n: int, device: torch.device | str = "cpu") -> int:
+    """Items per chunk of the fused softmax for ``m`` positions: an [m, chunk] block of logits fits the
+    device's budget."""
+    budget = _CHUNK_ELEMENTS if torch.device(device).type == "cpu" else _CHUNK_ELEMENTS_GPU
+    return min(n, max(128, budget // max(m, 1)))
+
+
 def _chunks(m: int, n: int, device: torch.device | str = "cpu"):
     """Slices of the ``n`` items, each small enough that an [m, chunk] block of logits fits the budget."""
-    budget = _CHUNK_ELEMENTS if torch.device(device).type == "cpu" else _CHUNK_ELEMENTS_GPU
-    size = max(128, budget // max(m, 1))
+    size = max(128, chunk_size(m, n, device))
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 

@@ -12,6 +12,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from seqrec import distributed, rundir
 from seqrec.data.interactions import CORES, read_interactions
 from seqrec.data.splits import Split, leave_one_out, session_split, temporal_split
@@ -212,11 +215,22 @@ def write_recommendations(model: Recommender, users, k: int, exclude_seen: bool,
     if path.suffix.lower() not in {".parquet", ".pq", ".csv", ".gz"}:
         raise ConfigError(f"unknown output type {path.suffix!r} for {path}; "
                           "choose from ['.csv', '.csv.gz', '.parquet']")
-    frame = model.recommend_users(users, k=k, exclude_seen=exclude_seen, items=items)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
-    log.info("wrote %d recommendations for %d users to %s", len(frame), frame["user_id"].nunique(), path)
+    parquet = path.suffix.lower() in {".parquet", ".pq"}
+    writer, n_rows, n_users = None, 0, 0
+    try:  # a chunk of users at a time: memory stays bounded for millions of users
+        for frame in model.iter_recommend_users(users, k=k, exclude_seen=exclude_seen, items=items):
+            if parquet:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                table = table if writer is None else table.cast(writer.schema)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+            else:
+                frame.to_csv(path, index=False, mode="w" if writer is None else "a", header=writer is None)
+                writer = writer or True
+            n_rows, n_users = n_rows + len(frame), n_users + frame["user_id"].nunique()
+    finally:
+        if parquet and writer is not None:
+            writer.close()
+    log.info("wrote %d recommendations for %d users to %s", n_rows, n_users, path)
     return path

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -93,13 +94,27 @@ class Interactions:
 def read_interactions(source, user: str = "user_id", item: str = "item_id", time: str = "timestamp", *,
                       sep: str | None = None, min_user_events: int = 0, min_item_events: int = 0,
                       core: str = "iterative", drop_repeats: bool = False) -> Interactions:
-    """Read a CSV/TSV/Parquet path or a DataFrame into validated, encoded, time-ordered sequences."""
+    """Read a CSV/TSV/Parquet path, a directory of Parquet files or a DataFrame into validated, encoded,
+    time-ordered sequences. Parquet is read in record batches without a DataFrame of the log
+    (:mod:`seqrec.data.stream`), so logs of hundreds of millions of events fit in memory."""
     choose("core", core, CORES)
+    if _is_parquet(source):
+        from seqrec.data.stream import read_parquet_log
+
+        return read_parquet_log(source, user, item, time, min_user_events=min_user_events,
+                                min_item_events=min_item_events, core=core, drop_repeats=drop_repeats)
     columns = {"user": user, "item": item, "time": time}
     frame, name, offset = load_frame(source, columns, sep)
     frame = validate(frame, columns, name, offset)
     return from_frame(frame, name, min_user_events=min_user_events, min_item_events=min_item_events,
                       core=core, drop_repeats=drop_repeats)
+
+
+def _is_parquet(source) -> bool:
+    if isinstance(source, pd.DataFrame):
+        return False
+    path = Path(source)
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in {".parquet", ".pq"})
 
 
 def from_frame(frame: pd.DataFrame, name: str, *, min_user_events=0, min_item_events=0,

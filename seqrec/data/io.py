@@ -77,10 +77,10 @@ def validate(frame: pd.DataFrame, columns: dict[str, str], name: str, offset: in
     return frame
 
 
-def _numeric_time(col: pd.Series, name: str, column: str, offset: int) -> np.ndarray:
+def _numeric_time(col: pd.Series, name: str, column: str, offset: int, label: str | None = None) -> np.ndarray:
     """Numeric timestamps stay as they are; datetime strings become float seconds since the epoch (UTC)."""
     if col.isna().any():
-        raise DataError(_rows_message(name, column, "missing timestamps", col.isna().to_numpy(), offset))
+        raise DataError(_rows_message(name, column, "missing timestamps", col.isna().to_numpy(), offset, label=label))
     if pd.api.types.is_bool_dtype(col):
         raise DataError(f"{name}: column {column!r} holds booleans, not timestamps")
     if pd.api.types.is_numeric_dtype(col):
@@ -98,7 +98,7 @@ def _numeric_time(col: pd.Series, name: str, column: str, offset: int) -> np.nda
             parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
         bad = parsed.isna().to_numpy()
         if bad.any():
-            raise DataError(_rows_message(name, column, "unparsable timestamps", bad, offset, col))
+            raise DataError(_rows_message(name, column, "unparsable timestamps", bad, offset, col, label))
     return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
 
 
@@ -109,9 +109,10 @@ def _require_columns(header: list, columns: dict[str, str], name: str) -> None:
                         f"(map yours with --user-col/--item-col/--time-col or user=/item=/time=)")
 
 
-def _rows_message(name, column, what, bad: np.ndarray, offset: int, values: pd.Series | None = None) -> str:
+def _rows_message(name, column, what, bad: np.ndarray, offset: int, values: pd.Series | None = None,
+                  label: str | None = None) -> str:
     where = np.flatnonzero(bad)
-    label = "line" if offset else "row"
+    label = label or ("line" if offset else "row")
     shown = []
     for i in where[:_SHOW]:
         shown.append(f"{label} {i + offset}" + (f" ({values.iloc[i]!r})" if values is not None else ""))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,8 @@ from seqrec.train import Callback, TrainResult, train_loop
 
 log = logging.getLogger(__name__)
 DEVICES = ("cpu", "cuda")
-SCORE_BATCH = 1024  # histories scored at once by recommend / recommend_users
+SCORE_BATCH = 1024  # histories scored at once by recommend / recommend_users ...
+SCORE_ELEMENTS = 1 << 26  # ... at most this many scores (256 MiB in fp32) per pass: fewer rows for huge catalogues
 
 
 class Recommender(Options):
@@ -153,7 +155,15 @@ class Recommender(Options):
     def recommend_users(self, users="all", k: int = 10, exclude_seen: bool = True,
                         items: Sequence | None = None) -> pd.DataFrame:
         """Top-``k`` for known users from their stored histories: columns user_id, rank, item_id, score
-        (rows whose score is -inf, when fewer than ``k`` candidates remain, are left out)."""
+        (rows whose score is -inf, when fewer than ``k`` candidates remain, are left out). For millions of
+        users, :meth:`iter_recommend_users` yields the same rows a chunk of users at a time."""
+        frames = list(self.iter_recommend_users(users, k, exclude_seen, items))
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def iter_recommend_users(self, users="all", k: int = 10, exclude_seen: bool = True,
+                             items: Sequence | None = None, chunk: int = 65536):
+        """:meth:`recommend_users` as DataFrames of ``chunk`` users each (memory bounded by the chunk and
+        the scoring pass, whatever the number of users); at least one frame, possibly empty."""
         self._check_fitted()
         if isinstance(users, str) and users == "all":
             index = np.arange(self.vocab_.n_users)
@@ -163,15 +173,17 @@ class Recommender(Options):
                 bad = [u for u, i in zip(users, index) if i < 0]
                 raise DataError(f"{len(bad)} unknown user id(s): {bad[:10]}")
         offsets = self.histories_.offsets
-        batch = Histories(self.histories_.items, offsets[index], offsets[index + 1], index)
-        ids, scores = self.rank(batch, k, exclude_seen, items)
-        frame = pd.DataFrame({
-            "user_id": np.repeat(self.vocab_.users[index], ids.shape[1]),
-            "rank": np.tile(np.arange(1, ids.shape[1] + 1), len(index)),
-            "item_id": self.vocab_.decode_items(ids.reshape(-1)),
-            "score": scores.reshape(-1),
-        })
-        return frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
+        for start in range(0, max(len(index), 1), chunk):
+            part = index[start:start + chunk]
+            batch = Histories(self.histories_.items, offsets[part], offsets[part + 1], part)
+            ids, scores = self.rank(batch, k, exclude_seen, items)
+            frame = pd.DataFrame({
+                "user_id": np.repeat(self.vocab_.users[part], ids.shape[1]),
+                "rank": np.tile(np.arange(1, ids.shape[1] + 1), len(part)),
+                "item_id": self.vocab_.decode_items(ids.reshape(-1)),
+                "score": scores.reshape(-1),
+            })
+            yield frame[np.isfinite(frame["score"].to_numpy())].reset_index(drop=True)
 
     def candidate_ids(self, items: Sequence) -> np.ndarray:
         """Internal ids of the external candidate ids ``items``; an unknown one is a DataError naming it."""
@@ -193,8 +205,9 @@ class Recommender(Options):
             raise ConfigError(f"k must be a positive integer, got {k}")
         candidates = None if items is None else ranking.candidate_mask(self.vocab_.n_items, self.candidate_ids(items))
         out_ids, out_scores = [], []
-        for s in range(0, len(histories), SCORE_BATCH):
-            part = histories.subset(slice(s, s + SCORE_BATCH))
+        rows = max(1, min(SCORE_BATCH, SCORE_ELEMENTS // self.vocab_.n_items))  # a pass's scores stay bounded
+        for s in range(0, len(histories), rows):
+            part = histories.subset(slice(s, s + rows))
             scores = ranking.restrict(self.score(part), candidates)
             if exclude_seen:
                 ranking.exclude(scores, *part.seen())
@@ -246,6 +259,7 @@ class NeuralRecommender(Recommender):
             raise DataError("the validation set was built from other data than the training set")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
+        self._check_memory(train)
         device = distributed.start(self.device)  # joins torchrun's processes, if it started this one
         rank, size = distributed.world()
         if size > 1:
@@ -276,6 +290,53 @@ class NeuralRecommender(Recommender):
     def check_data_parallel(self) -> None:
         """Raise a ConfigError if this configuration cannot train over several processes."""
         self.validate()
+
+    def memory_plan(self, n_items: int, n_users: int = 0) -> dict:
+        """The memory training this configuration on ``n_items`` items (and ``n_users`` users) needs, in
+        bytes, estimated from the network's parameter count (built on the meta device: nothing allocated) and
+        the largest per-step tensors: ``parameters``, ``gradients`` (dense, fp32), ``optimizer`` (its state per
+        parameter), ``activations`` (an upper estimate of one step's largest working set, ``activations_what``
+        says which), ``total``; and ``available`` on the training device (MemAvailable on a CPU, free memory
+        on a GPU)."""
+        self.validate()
+        with torch.device("meta"):
+            net = self._build_net_for(n_items, n_users)
+        parameters = 4 * sum(p.numel() for p in net.parameters())
+        activations, what = self._activation_bytes(net)
+        plan = {"parameters": parameters, "gradients": parameters, "optimizer": parameters * self._optimizer_slots,
+                "activations": int(activations), "activations_what": what}
+        plan["total"] = sum(v for k, v in plan.items() if k != "activations_what")
+        plan["available"] = available_memory(self.device)
+        return plan
+
+    def _check_memory(self, train: Interactions) -> None:
+        """Log the memory plan; refuse a configuration that cannot fit, saying what to change."""
+        plan = self.memory_plan(train.n_items, train.n_users)
+        gib = 2.0 ** 30
+        text = (f"~{plan['total'] / gib:.2f} GiB (parameters {plan['parameters'] / gib:.2f}, gradients "
+                f"{plan['gradients'] / gib:.2f}, optimiser {plan['optimizer'] / gib:.2f}, largest step tensors "
+                f"{plan['activations'] / gib:.2f}: {plan['activations_what']})")
+        available = plan["available"]
+        log.info("memory plan for %d items on %s: %s%s", train.n_items, self.device, text,
+                 "" if available is None else f" of {available / gib:.1f} GiB available")
+        if available is not None and plan["total"] > available:
+            raise ConfigError(f"training needs {text}, more than the {available / gib:.1f} GiB available on "
+                              f"{self.device}: {self._memory_advice(plan)}")
+
+    def _memory_advice(self, plan: dict) -> str:
+        return "lower --batch-size or --dim"
+
+    @property
+    def _optimizer_slots(self) -> int:
+        """Optimiser state per parameter, in parameter sizes (Adam: two moments)."""
+        return 2
+
+    def _build_net_for(self, n_items: int, n_users: int) -> torch.nn.Module:
+        return self._build_net(n_items)
+
+    def _activation_bytes(self, net) -> tuple[float, str]:
+        """An upper estimate of one training step's largest tensors (bytes) and what they are."""
+        return 0.0, "per-batch tensors (small)"
 
     def _validate(self, valid: EvalSet) -> dict:
         """Validation metrics; in a distributed run each process ranks its share of the rows and the means
@@ -372,6 +433,39 @@ class SequentialRecommender(NeuralRecommender):
     dim: int = option(64, "hidden size", check=between(1))
     n_negatives: int = option(256, "sampled negatives of the sampled losses", check=between(0))
 
+    def _activation_bytes(self, net) -> tuple[float, str]:
+        """The encoder's stored activations (≈ 24 · D floats per position and layer, plus the attention
+        weights where they are materialised) and the loss's working set at ``batch_size · max_len`` positions:
+        the fused softmax's item chunk and hidden-state gradient, or the sampled candidates' scores (three
+        [M, C] tensors: scores, softmax, gradient) and embeddings."""
+        m, d = self.batch_size * self.max_len, self.dim
+        layers = getattr(self, "n_blocks", 1)
+        encoder = 4.0 * layers * m * (24 * d + self._attention_floats())
+        kind, sampler = losses.get(self.loss).negatives, getattr(self, "sampler", "uniform")
+        if kind == "catalogue":
+            chunk = losses.chunk_size(m, net.n_items, self.device)
+            loss, what = 4.0 * (2 * m * chunk + 2 * m * d), f"the fused softmax's [{m}, {chunk}] item chunks"
+        elif kind == "one":
+            loss, what = 4.0 * 6 * m, "one negative per position"
+        else:
+            c = m + self.n_negatives if sampler in ("in_batch", "mixed") else self.n_negatives
+            gathered = 0 if sampler in ("in_batch", "mixed") else self.batch_size * self.n_negatives * d
+            loss, what = 4.0 * (3 * m * c + 2 * gathered), f"[{m}, {c}] candidate scores"
+        return encoder + loss, f"encoder activations and {what}"
+
+    def _attention_floats(self) -> int:
+        """Attention floats stored per position and layer (none by default: the fused kernel)."""
+        return 0
+
+    def _memory_advice(self, plan: dict) -> str:
+        advice = "lower --batch-size or --max-len"
+        if losses.get(self.loss).negatives == "catalogue":
+            advice = ("use a sampled loss (--loss sampled_ce or gbce with --sampler popularity/in_batch/mixed and "
+                      "--n-negatives), or " + advice)
+        if plan["parameters"] > plan["activations"]:
+            advice += ", or a smaller --dim (the item table and its optimiser state dominate)"
+        return advice
+
     def _scored_candidates(self, batch) -> int:
         """Items the loss scores at each training position of ``batch``."""
         kind = losses.get(self.loss).negatives
@@ -391,6 +485,20 @@ class SequentialRecommender(NeuralRecommender):
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         """Hidden states [R, D] that score the item after each left-padded window [R, L]."""
         return self.net_.encode(windows)[:, -1]
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes available for training on ``device``: free GPU memory, or the kernel's MemAvailable on a CPU
+    (None where it cannot be read)."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0] if torch.cuda.is_available() else None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 class _Step(torch.nn.Module):
@@ -437,6 +545,12 @@ class TransformerRecommender(SequentialRecommender):
                          check=between(0))
     gbce_t: float = option(0.75, "gbce loss: calibration t (0: plain BCE, 1: fully calibrated)",
                            check=between(0, 1))
+
+    def _attention_floats(self) -> int:
+        """Attention weights [H, L] per query and layer, three times (scores, softmax, dropout) when attention
+        dropout leaves the fused kernel."""
+        dropout = self.dropout if self.attn_dropout is None else self.attn_dropout
+        return 3 * self.n_heads * self.max_len if dropout > 0 else 0
 
     def validate(self) -> None:
         super().validate()
@@ -489,6 +603,19 @@ class UserRecommender(NeuralRecommender):
         train = super()._start_fit(train)
         self.trained_users_ = torch.from_numpy(train.lengths > 0)
         return train
+
+    def _build_net_for(self, n_items: int, n_users: int) -> torch.nn.Module:
+        """The network for a log of ``n_users`` users (the nets read ``vocab_.n_users``; before ``fit`` a
+        stand-in vocabulary gives it)."""
+        if getattr(self, "vocab_", None) is not None:
+            return self._build_net(n_items)
+        if n_users < 1:
+            raise ConfigError(f"{self.name} has a vector per user: its memory plan needs n_users")
+        self.vocab_ = SimpleNamespace(n_users=n_users)
+        try:
+            return self._build_net(n_items)
+        finally:
+            del self.vocab_
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """Adam with PyTorch's default betas, as the baselines' reference code."""
