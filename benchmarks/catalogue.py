@@ -10,7 +10,7 @@ else a popularity draw. Two sizes:
   batch 128) trains ``--steps`` steps after 3 warm-up steps in a fresh process: seconds per step, the epoch
   they project to (steps per epoch x seconds per step; a full epoch of every loss would take days on this
   CPU), the memory plan printed before training and the process's peak RSS;
-- ``small``: 20,000 items, 50,000 users, ~1,250,000 events, where full softmax is affordable: each loss
+- ``small``: 10,000 items, 20,000 users, ~500,000 events, where full softmax is affordable: each loss
   trains to early stopping or ``--budget`` seconds, then test NDCG@10 (leave-one-out, full ranking), so
   each sampled loss can be compared with full softmax.
 """
@@ -34,7 +34,7 @@ from seqrec.ids import FIRST_ITEM
 from seqrec.train import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"large": (1_000_000, 2_000_000), "small": (20_000, 50_000)}
+SIZES = {"large": (1_000_000, 2_000_000), "small": (10_000, 20_000)}
 LOSSES = {  # name -> SASRec options
     "ce": {"loss": "ce"},
     "sampled_ce-uniform": {"loss": "sampled_ce", "n_negatives": 256},
@@ -124,7 +124,7 @@ def child(kind: str, loss: str, arg: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--budget", type=float, default=240.0)
+    parser.add_argument("--budget", type=float, default=300.0)
     parser.add_argument("--losses", default=",".join(LOSSES))
     parser.add_argument("--sizes", default="large,small")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)

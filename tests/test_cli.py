@@ -70,7 +70,7 @@ def test_unknown_option_and_bad_value_list_valid_ones(capsys):
     err = capsys.readouterr().err
     assert "unknown option(s) ['--colour', 'red']" in err and "--loss" in err and "--max-len" in err
     assert main(["train", "--data", "x.csv", "--out", "r", "--loss", "mse"]) == 2
-    expected = "unknown loss 'mse'; choose from ['ce', 'bce', 'sampled_ce', 'bpr_max', 'top1_max']"
+    expected = "unknown loss 'mse'; choose from ['ce', 'bce', 'sampled_ce', 'gbce', 'bpr_max', 'top1_max']"
     assert expected in capsys.readouterr().err
 
 
