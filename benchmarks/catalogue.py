@@ -41,6 +41,9 @@ LOSSES = {  # name -> SASRec options
     "sampled_ce-popularity-logq": {"loss": "sampled_ce", "sampler": "popularity", "n_negatives": 256},
     "sampled_ce-in_batch-logq": {"loss": "sampled_ce", "sampler": "in_batch"},
     "sampled_ce-mixed-logq": {"loss": "sampled_ce", "sampler": "mixed", "n_negatives": 256},
+    "sampled_ce-uniform-sparse": {"loss": "sampled_ce", "n_negatives": 256, "sparse_items": True},
+    "sampled_ce-mixed-logq-sparse": {"loss": "sampled_ce", "sampler": "mixed", "n_negatives": 256,
+                                     "sparse_items": True},
     "gbce": {"loss": "gbce", "n_negatives": 256, "gbce_t": 0.75},
     "bce": {"loss": "bce"},
 }

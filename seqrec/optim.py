@@ -63,6 +63,26 @@ class AdagradM(torch.optim.Optimizer):
                         p.addcdiv_(grad, denom, value=-lr)
 
 
+class SplitAdam:
+    """Adam over the parameters with dense gradients (fused) and PyTorch's ``SparseAdam`` over those with sparse
+    ones (an item table looked up with ``sparse=True``): the lazy variant of Adam, which updates a row's
+    moments and value only at steps where the row has a gradient. With millions of items and a sampled loss a
+    step touches a few thousand rows, and dense Adam would read and write the whole table (and its gradient)
+    every step. The same betas and learning rate for both."""
+
+    def __init__(self, dense, sparse, lr: float, betas=ADAM_BETAS):
+        self.parts = [torch.optim.Adam(list(dense), lr=lr, betas=betas, fused=True),
+                      torch.optim.SparseAdam(list(sparse), lr=lr, betas=betas)]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
     """``adam`` (betas 0.9, 0.98 as the SASRec reference; fused unless a gradient is sparse) or ``adagrad_m``."""
     choose("optimizer", name, OPTIMIZERS)

@@ -32,6 +32,8 @@ VARIANTS = [pytest.param(lambda loss=loss: tiny_sasrec(loss=loss, n_negatives=8)
             for loss in seqrec.SASRec.LOSSES]
 VARIANTS += [pytest.param(lambda sampler=sampler: tiny_sasrec(loss="sampled_ce", n_negatives=8, sampler=sampler),
                           id=f"sasrec-sampled_ce-{sampler}") for sampler in ("popularity", "in_batch", "mixed")]
+VARIANTS += [pytest.param(lambda: tiny_sasrec(loss="sampled_ce", n_negatives=8, sparse_items=True),
+                          id="sasrec-sampled_ce-sparse-items")]
 VARIANTS += [pytest.param(lambda loss=loss: tiny_bert4rec(loss=loss, n_negatives=24), id=f"bert4rec-{loss}")
              for loss in ("sampled_ce", "bce", "gbce")]
 VARIANTS += [pytest.param(lambda: tiny_bert4rec(norm="rectools", head="dot", init="xavier", item_dropout=0.1,

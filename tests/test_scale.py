@@ -6,13 +6,15 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import seqrec
+import seqrec.train
 from seqrec.errors import ConfigError
 from seqrec.models import MODELS, build
 from seqrec.runs import write_recommendations
 
-from conftest import tiny_sasrec
+from conftest import cyclic_frame, tiny_sasrec
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n != "poprec"])
@@ -74,3 +76,34 @@ def test_recommendations_for_all_users_stream_to_one_file(fitted, tmp_path, monk
     assert written["user_id"].tolist() == expected["user_id"].tolist()
     assert written["item_id"].tolist() == expected["item_id"].tolist()
     assert np.allclose(written["score"], expected["score"], rtol=1e-6)
+
+
+def test_sparse_items_move_only_the_rows_a_step_touched():
+    log = seqrec.read_interactions(cyclic_frame(n_users=64, n_items=2000))
+    model = tiny_sasrec(loss="sampled_ce", n_negatives=4, sparse_items=True, epochs=1, dropout=0.0, batch_size=8)
+    before = {}
+
+    class Step(seqrec.train.Callback):
+        def on_batch(self, batch):
+            self.batch = batch
+            before.update({k: v.detach().clone() for k, v in model.net_.state_dict().items()})
+
+        def on_backward(self):
+            grad = model.net_.item_emb.weight.grad
+            assert grad.is_sparse
+            self.rows = set(grad.coalesce().indices()[0].tolist())
+
+        def on_step(self, step):
+            return True  # one step
+
+    callback = Step()
+    model.fit(log, callbacks=[callback])
+    after = model.net_.state_dict()
+    moved = set(torch.nonzero((after["item_emb.weight"] != before["item_emb.weight"]).any(1))[:, 0].tolist())
+    assert moved and moved <= callback.rows and len(moved) < model.net_.n_items  # lazy: only the touched rows
+    assert not torch.equal(after["blocks.0.attn.query.weight"], before["blocks.0.attn.query.weight"])  # dense Adam
+
+
+def test_sparse_items_are_refused_with_the_full_softmax():
+    with pytest.raises(ConfigError, match="sparse_items needs a sampled loss"):
+        seqrec.SASRec(loss="ce", sparse_items=True).validate()

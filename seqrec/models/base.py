@@ -259,11 +259,11 @@ class NeuralRecommender(Recommender):
             raise DataError("the validation set was built from other data than the training set")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
-        self._check_memory(train)
         device = distributed.start(self.device)  # joins torchrun's processes, if it started this one
         rank, size = distributed.world()
         if size > 1:
             self.device = device
+        self._check_memory(train)
         generator = torch.Generator().manual_seed(self.seed)  # the batches (the same in every process)
         sampling = generator if size == 1 else torch.Generator().manual_seed(self.seed + 1_000_003 * (rank + 1))
         fork = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []

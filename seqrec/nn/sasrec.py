@@ -23,6 +23,8 @@ Deviations, each deliberate:
 - ``attn_dropout`` (default: ``dropout``, as the reference) can be set apart: dropout on the [B, H, L, L]
   attention weights costs most of a CPU training step at max_len 200, and with ``attn_dropout=0``
   attention runs in PyTorch's fused kernel (several times faster on a CPU).
+- ``sparse=True`` gives the item table sparse gradients (input and candidate lookups alike), for
+  :class:`seqrec.optim.SplitAdam`'s lazy row updates with catalogues of millions (sampled losses only).
 - Weights use Xavier-uniform initialisation (TF's default glorot_uniform for the reference's dense and
   embedding layers); LayerNorm starts at (1, 0).
 
@@ -89,11 +91,11 @@ class Block(nn.Module):
 
 class SASRecNet(SequenceNet):
     def __init__(self, n_items: int, max_len: int, dim: int = 64, n_heads: int = 1, n_blocks: int = 2,
-                 dropout: float = 0.2, attn_dropout: float | None = None):
+                 dropout: float = 0.2, attn_dropout: float | None = None, sparse: bool = False):
         super().__init__()
         attn_dropout = dropout if attn_dropout is None else attn_dropout
-        self.n_items, self.max_len, self.dim = n_items, max_len, dim
-        self.item_emb = nn.Embedding(n_embeddings(n_items), dim, padding_idx=PAD)
+        self.n_items, self.max_len, self.dim, self.sparse = n_items, max_len, dim, sparse
+        self.item_emb = nn.Embedding(n_embeddings(n_items), dim, padding_idx=PAD, sparse=sparse)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.emb_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList([Block(dim, n_heads, dropout, attn_dropout) for _ in range(n_blocks)])
@@ -120,6 +122,10 @@ class SASRecNet(SequenceNet):
     def output_embeddings(self) -> tuple[torch.Tensor, None]:
         """The input item table's real rows [N, D] (tied), no bias."""
         return self.item_emb.weight[FIRST_ITEM:FIRST_ITEM + self.n_items], None
+
+    def candidate_embeddings(self, ids: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Item vectors of internal ids ``ids`` (rows of the tied table; sparse gradients with ``sparse``)."""
+        return F.embedding(ids, self.item_emb.weight, sparse=self.sparse), None
 
     def flops(self, ids: torch.Tensor) -> float:
         """Per block and position: Q, K, V and the two feed-forward maps (10·D²), attention (4·L·D)."""
