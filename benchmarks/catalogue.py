@@ -22,15 +22,18 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 import seqrec
 from benchmarks.serve import machine
 from seqrec.data import Interactions, Vocab
 from seqrec.ids import FIRST_ITEM
+from seqrec.runs import write_recommendations
 from seqrec.train import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +102,29 @@ def speed(loss: str, steps: int) -> dict:
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
+def recommend(n_users: int) -> dict:
+    """Top-10 over the whole large catalogue for the first ``n_users`` users, streamed to Parquet by
+    ``write_recommendations`` (a model trained one step: the ranking's cost does not depend on training)."""
+    n_items, users = SIZES["large"]
+    log = synthetic(n_items, users)
+
+    class Stop(Callback):
+        def on_step(self, step):
+            return True
+
+    model = seqrec.SASRec(**MODEL, loss="sampled_ce", sparse_items=True, epochs=1).fit(log, callbacks=[Stop()])
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        tick = time.perf_counter()
+        path = write_recommendations(model, log.vocab.users[:n_users], 10, True, Path(tmp) / "top10.parquet")
+        seconds = time.perf_counter() - tick
+        rows = pq.ParquetFile(path).metadata.num_rows
+    return {"users": n_users, "items": log.n_items, "k": 10, "rows": rows, "seconds": round(seconds, 1),
+            "users_per_s": round(n_users / seconds), "rows_per_pass": max(1, min(1024, (1 << 26) // log.n_items)),
+            "peak_rss_gb_before": round(rss_before, 2),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
 def quality(loss: str, budget: float) -> dict:
     """Test NDCG@10 of one loss trained on the small log to early stopping or ``budget`` seconds."""
     n_items, n_users = SIZES["small"]
@@ -129,22 +155,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--budget", type=float, default=300.0)
     parser.add_argument("--losses", default=",".join(LOSSES))
-    parser.add_argument("--sizes", default="large,small")
+    parser.add_argument("--sizes", default="large,small,recommend")
+    parser.add_argument("--recommend-users", type=int, default=50_000)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, loss, arg = args.child
-        print(json.dumps(speed(loss, int(float(arg))) if kind == "speed" else quality(loss, float(arg))))
+        run = {"speed": lambda: speed(loss, int(float(arg))), "quality": lambda: quality(loss, float(arg)),
+               "recommend": lambda: recommend(int(float(arg)))}[kind]
+        print(json.dumps(run()))
         return
     out = ROOT / "benchmarks" / "results" / "catalogue.json"
     result = json.loads(out.read_text()) if out.is_file() else {}
     result.update(machine=machine(), model=MODEL, sizes=SIZES)
-    for loss in args.losses.split(","):
+    if "recommend" in args.sizes:
+        result["recommend"] = child("recommend", "-", args.recommend_users)
+        print(json.dumps(result["recommend"]), flush=True)
+    for loss in args.losses.split(",") if args.sizes != "recommend" else []:
         if "large" in args.sizes:
             row = child("speed", loss, args.steps if loss != "ce" else max(2, args.steps // 10))
             result.setdefault("large", {})[loss] = row
             print(json.dumps(row), flush=True)
         if "small" in args.sizes:
+            result["small_budget_s"] = args.budget
             row = child("quality", loss, args.budget)
             result.setdefault("small", {})[loss] = row
             print(json.dumps(row), flush=True)

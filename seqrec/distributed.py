@@ -126,8 +126,8 @@ def launch(args: list[str], n: int, module: str = "seqrec") -> int:
                 sys.stderr.write(line)
     if process.returncode:
         failed = _failed_rank(lines)
-        raise SeqrecError(f"distributed training failed: {failed or 'a process'} failed first and torchrun "
-                          f"stopped the others (exit code {process.returncode}); its error is printed above")
+        raise SeqrecError(f"distributed training failed: {failed or 'a process'} failed first; torchrun stopped "
+                          f"the others and exited with code {process.returncode} (the error is printed above)")
     return 0
 
 

@@ -21,7 +21,7 @@ OPTIONS = ["--model", "sasrec", "--epochs", "3", "--batch-size", "32", "--dim", 
            "--dropout", "0", "--lr", "0.005", "--no-progress", "--valid-users", "200"]
 
 
-def seqrec(*args, cwd) -> subprocess.CompletedProcess:
+def run_seqrec(*args, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     return subprocess.run([sys.executable, "-m", "seqrec", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=300)
@@ -39,9 +39,9 @@ def epochs(run_dir: Path) -> list[dict]:
 
 
 def test_two_processes_train_as_one_with_the_same_global_batch(log_file, tmp_path):
-    one = seqrec("train", "--data", str(log_file), "--out", "one", *OPTIONS, cwd=tmp_path)
+    one = run_seqrec("train", "--data", str(log_file), "--out", "one", *OPTIONS, cwd=tmp_path)
     assert one.returncode == 0, one.stderr
-    two = seqrec("train", "--data", str(log_file), "--out", "two", *OPTIONS, "--devices", "2", cwd=tmp_path)
+    two = run_seqrec("train", "--data", str(log_file), "--out", "two", *OPTIONS, "--devices", "2", cwd=tmp_path)
     assert two.returncode == 0, two.stderr
     assert "process 0 of 2 (gloo)" in two.stderr and "process 1 of 2" not in two.stderr  # one reports
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # one run directory, nothing else
@@ -67,10 +67,10 @@ def test_a_crashed_process_fails_the_run_with_a_clear_message(log_file, tmp_path
 
 
 def test_devices_are_refused_where_training_cannot_be_split(log_file, tmp_path):
-    gru = seqrec("train", "--data", str(log_file), "--out", "gru", "--model", "gru4rec", "--devices", "2",
+    gru = run_seqrec("train", "--data", str(log_file), "--out", "gru", "--model", "gru4rec", "--devices", "2",
                  cwd=tmp_path)
     assert gru.returncode == 2 and "session-parallel batches" in gru.stderr and "--batching padded" in gru.stderr
-    pop = seqrec("train", "--data", str(log_file), "--out", "pop", "--model", "poprec", "--devices", "2",
+    pop = run_seqrec("train", "--data", str(log_file), "--out", "pop", "--model", "poprec", "--devices", "2",
                  cwd=tmp_path)
     assert pop.returncode == 2 and "poprec has no training loop" in pop.stderr
 

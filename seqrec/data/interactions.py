@@ -125,7 +125,18 @@ def from_frame(frame: pd.DataFrame, name: str, *, min_user_events=0, min_item_ev
     times = np.asarray(frame["time"])
     order = np.argsort(times, kind="stable")
     order = order[np.argsort(user_codes[order], kind="stable")]  # by user, then time; ties keep input order
-    u, i, t = user_codes[order], item_codes[order], times[order]
+    u, i, t, report = apply_filters(user_codes[order], item_codes[order], times[order], name, min_user_events,
+                                    min_item_events, core, drop_repeats)
+    u_kept, u_new = np.unique(u, return_inverse=True)
+    i_kept, i_new = np.unique(i, return_inverse=True)
+    vocab = Vocab(users=np.asarray(users)[u_kept], items=np.asarray(items)[i_kept])
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(u_new, minlength=len(u_kept)))]).astype(np.int64)
+    return Interactions(vocab, offsets, (i_new + FIRST_ITEM).astype(np.int64), t, name, report)
+
+
+def apply_filters(u, i, t, name: str, min_user_events: int, min_item_events: int, core: str, drop_repeats: bool):
+    """The filters of the module docstring on events ordered by user and time (codes ``u``, ``i``, times ``t``):
+    the kept ``u, i, t`` and the report, each filter logged; nothing left is a DataError."""
     report = []
     if drop_repeats:
         keep = np.ones(len(u), dtype=bool)
@@ -143,11 +154,7 @@ def from_frame(frame: pd.DataFrame, name: str, *, min_user_events=0, min_item_ev
     for entry in report:
         log.info("%s: filter %s removed %d events, %d users, %d items", name, entry["filter"],
                  entry["events_removed"], entry["users_removed"], entry["items_removed"])
-    u_kept, u_new = np.unique(u, return_inverse=True)
-    i_kept, i_new = np.unique(i, return_inverse=True)
-    vocab = Vocab(users=np.asarray(users)[u_kept], items=np.asarray(items)[i_kept])
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(u_new, minlength=len(u_kept)))]).astype(np.int64)
-    return Interactions(vocab, offsets, (i_new + FIRST_ITEM).astype(np.int64), t, name, report)
+    return u, i, t, report
 
 
 def _core_mask(u, i, min_user, min_item, core, drop_repeats=False) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqrec.data.interactions import Interactions, _core_mask, _removed
+from seqrec.data.interactions import Interactions, apply_filters
 from seqrec.data.io import _numeric_time, _rows_message
 from seqrec.data.vocab import Vocab
 from seqrec.errors import DataError
@@ -110,23 +110,7 @@ def _order_and_filter(u, i, t, users, items, name, min_user_events, min_item_eve
     order = np.lexsort((t, u))  # stable: by user, then time, then input position
     u, i, t = u[order], i[order], t[order]
     del order
-    report = []
-    if drop_repeats:
-        keep = np.ones(len(u), dtype=bool)
-        keep[1:] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
-        report.append(_removed("drop_repeats", u, i, keep))
-        u, i, t = u[keep], i[keep], t[keep]
-    if min_user_events > 1 or min_item_events > 1:
-        keep = _core_mask(u, i, min_user_events, min_item_events, core, drop_repeats)
-        repeats = " + the repeats it creates" if drop_repeats and core == "iterative" else ""
-        report.append(_removed(f"{core}_core(min_user_events={min_user_events}, min_item_events={min_item_events})"
-                               f"{repeats}", u, i, keep))
-        u, i, t = u[keep], i[keep], t[keep]
-    if len(u) == 0:
-        raise DataError(f"{name}: no interactions left after filtering: {report}")
-    for entry in report:
-        log.info("%s: filter %s removed %d events, %d users, %d items", name, entry["filter"],
-                 entry["events_removed"], entry["users_removed"], entry["items_removed"])
+    u, i, t, report = apply_filters(u, i, t, name, min_user_events, min_item_events, core, drop_repeats)
     user_counts = np.bincount(u, minlength=len(users))
     kept_items = np.bincount(i, minlength=len(items)) > 0
     new_item = np.cumsum(kept_items) - 1 + FIRST_ITEM  # old code -> internal id
