@@ -60,9 +60,10 @@ def position_loss(loss: losses.Loss, net: SequenceNet, hidden: torch.Tensor, mas
     - ``one``: one uniform negative per position, never an item of its row of ``exclude`` [B, X] (CPU);
     - ``sampled``: the candidates of ``sampler`` (default: ``n_negatives`` uniform items per sequence, shared
       by its positions; see :class:`~seqrec.samplers.CandidateSampler`); a candidate equal to the position's
-      target is left out of that position's loss (kept for the popularity sampler, see there). Where the sampler's rates differ between items, every
-      score (the positive's too) is lowered by ``logq`` times the log of its item's sampling rate (the logQ
-      correction; 0 turns it off). gBCE's sampling rate is the candidates per position over ``N - 1``.
+      target is left out of that position's loss (kept for the popularity sampler, see there). Where the
+      sampler's rates differ between items, every score (the positive's too) is lowered by ``logq`` times the
+      log of its item's sampling rate (the logQ correction; 0 turns it off). gBCE's sampling rate is the
+      candidates per position over ``N - 1``.
     """
     device = hidden.device
     h = net.head(hidden[mask])  # [M, D]
@@ -77,9 +78,11 @@ def position_loss(loss: losses.Loss, net: SequenceNet, hidden: torch.Tensor, mas
         negatives = samplers.uniform_items(net.n_items, (len(mask), n_negatives), generator).to(device)  # [B, K]
         pos, neg, clash = per_sequence_scores(net, h, mask, t, negatives)
     else:
-        negatives = sampler.draw(t, len(mask), generator).to(device)  # [B, K] or [C]
-        scores = shared_scores if sampler.shared else per_sequence_scores
-        pos, neg, clash = scores(net, h, t, negatives) if sampler.shared else scores(net, h, mask, t, negatives)
+        negatives = sampler.draw(t, len(mask), generator).to(device)  # [C] shared by the batch, or [B, K]
+        if sampler.shared:
+            pos, neg, clash = shared_scores(net, h, t, negatives)
+        else:
+            pos, neg, clash = per_sequence_scores(net, h, mask, t, negatives)
         clash = clash if sampler.drop_hits else None
         rate = sampler.log_rate(negatives, len(t))
         if rate is not None and logq:

@@ -22,12 +22,15 @@ class SASRec(TransformerRecommender):
     (input, next-item) pairs (:class:`~seqrec.data.batching.NextItemBatcher`); every non-padding position is
     a training target. Losses (:mod:`seqrec.losses`): ``bce`` (the paper's: one uniform negative per position,
     not in the user's window; the reference excludes the user's whole training set, we exclude the
-    ``max_len + 1`` items of the window), ``ce`` (full softmax, the default: "SASRec+"), ``sampled_ce``,
-    ``bpr_max``, ``top1_max`` (``n_negatives`` uniform negatives shared by a sequence's positions; a negative
-    equal to the position's target is dropped from that position's loss). Adam with betas (0.9, 0.98) as the
-    reference (with ``sparse_items``, lazy Adam on the item table: :class:`~seqrec.optim.SplitAdam`; a deviation
-for catalogues of millions, where a dense update of the whole table dominates a sampled step). With ``bucketing`` each batch's loss is weighted by its share of the epoch's positions, so that
-    every position weighs the same as with random batches (unweighted, bucketing lost accuracy).
+    ``max_len + 1`` items of the window), ``ce`` (full softmax, the default: "SASRec+"), and the sampled
+    ``sampled_ce``, ``gbce``, ``bpr_max``, ``top1_max`` (by default ``n_negatives`` uniform negatives shared by
+    a sequence's positions, a negative equal to the position's target dropped from that position's loss;
+    other samplers with logQ correction: :class:`~seqrec.samplers.CandidateSampler`). Adam with betas
+    (0.9, 0.98) as the reference; with ``sparse_items``, lazy Adam on the item table
+    (:class:`~seqrec.optim.SplitAdam`), a deviation for catalogues of millions, where a dense update of the
+    whole table dominates a sampled step. With ``bucketing`` each batch's loss is weighted by its share of the
+    epoch's positions, so that every position weighs the same as with random batches (unweighted, bucketing
+    lost accuracy).
     Defaults follow the paper (dim 64, 2 blocks, 1 head, lr 1e-3, batch 128); max_len 50 suits Amazon data
     (the paper used 200 for MovieLens-1M); dropout 0.2 is the paper's MovieLens-1M value (it used 0.5 on the
     sparse Amazon data).
