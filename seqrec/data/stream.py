@@ -84,7 +84,9 @@ def read_parquet_log(source, user: str = "user_id", item: str = "item_id", time:
             t = t.astype(np.float64)
         t[at:at + m] = times
         at += m
-    return _order_and_filter(u, i, t, users, items, name, min_user_events, min_item_events, core, drop_repeats,
+    arrays = [u, i, t]
+    del u, i, t  # the list holds the only references: each is freed once its ordered copy replaces it
+    return _order_and_filter(arrays, users, items, name, min_user_events, min_item_events, core, drop_repeats,
                              out)
 
 
@@ -103,13 +105,17 @@ def _distinct(dataset, columns: dict[str, str]) -> tuple[np.ndarray, np.ndarray]
     return tuple(np.unique(np.concatenate(seen[key])) for key in ("user", "item"))
 
 
-def _order_and_filter(u, i, t, users, items, name, min_user_events, min_item_events, core, drop_repeats,
+def _order_and_filter(arrays: list, users, items, name, min_user_events, min_item_events, core, drop_repeats,
                       out) -> Interactions:
     """Stable order by user then time (ties keep input order), filters, compact re-encoding: what
-    :func:`~seqrec.data.interactions.from_frame` does, one array at a time."""
-    order = np.lexsort((t, u))  # stable: by user, then time, then input position
-    u, i, t = u[order], i[order], t[order]
+    :func:`~seqrec.data.interactions.from_frame` does, one array at a time (``arrays`` = [user codes, item
+    codes, times], replaced in place so that only one unordered array is alive beside the ordered ones)."""
+    order = np.lexsort((arrays[2], arrays[0]))  # stable: by user, then time, then input position
+    for k in range(3):
+        arrays[k] = arrays[k][order]
     del order
+    u, i, t = arrays
+    arrays.clear()
     u, i, t, report = apply_filters(u, i, t, name, min_user_events, min_item_events, core, drop_repeats)
     user_counts = np.bincount(u, minlength=len(users))
     kept_items = np.bincount(i, minlength=len(items)) > 0
