@@ -33,6 +33,7 @@ import seqrec
 from benchmarks.serve import machine
 from seqrec.data import Interactions, Vocab
 from seqrec.ids import FIRST_ITEM
+from seqrec.models.base import scoring_rows
 from seqrec.runs import write_recommendations
 from seqrec.train import Callback
 
@@ -120,7 +121,7 @@ def recommend(n_users: int) -> dict:
         seconds = time.perf_counter() - tick
         rows = pq.ParquetFile(path).metadata.num_rows
     return {"users": n_users, "items": log.n_items, "k": 10, "rows": rows, "seconds": round(seconds, 1),
-            "users_per_s": round(n_users / seconds), "rows_per_pass": max(1, min(1024, (1 << 26) // log.n_items)),
+            "users_per_s": round(n_users / seconds), "rows_per_pass": scoring_rows(log.n_items),
             "peak_rss_gb_before": round(rss_before, 2),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 

@@ -50,9 +50,7 @@ def start(device: str) -> str:
     if size <= 1:
         return device
     cuda = device.startswith("cuda")
-    if cuda:
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    if cuda:  # (the caller has checked that CUDA is there)
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
             raise ConfigError(f"process {local} of this machine has no GPU: {torch.cuda.device_count()} visible; "

@@ -47,6 +47,7 @@ class PopularitySampler:
 
 
 SAMPLERS = ("uniform", "popularity", "in_batch", "mixed")
+SHARED = ("in_batch", "mixed")  # candidates shared by the whole batch (the others: per sequence)
 
 
 class CandidateSampler:
@@ -80,7 +81,7 @@ class CandidateSampler:
         self.share = counts / counts.sum().clamp(min=1)  # p: share of the training targets, [N]
         self.popularity = PopularitySampler(counts, alpha) if kind == "popularity" else None
         self.log_weight = (counts.clamp(min=1) ** alpha).log() if kind == "popularity" else None
-        self.shared = kind in ("in_batch", "mixed")
+        self.shared = kind in SHARED
         self.drop_hits = kind != "popularity"
 
     def draw(self, targets: torch.Tensor, n_rows: int, generator: torch.Generator) -> torch.Tensor:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqrec.data.io import load_frame, validate
+from seqrec.data.io import _PARQUET_SUFFIXES, load_frame, validate
 from seqrec.data.vocab import Vocab
 from seqrec.errors import DataError, choose
 from seqrec.ids import FIRST_ITEM
@@ -114,7 +114,7 @@ def _is_parquet(source) -> bool:
     if isinstance(source, pd.DataFrame):
         return False
     path = Path(source)
-    return path.is_dir() or (path.is_file() and path.suffix.lower() in {".parquet", ".pq"})
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in _PARQUET_SUFFIXES)
 
 
 def from_frame(frame: pd.DataFrame, name: str, *, min_user_events=0, min_item_events=0,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from seqrec.data.interactions import Interactions, apply_filters
-from seqrec.data.io import _numeric_time, _rows_message
+from seqrec.data.io import _numeric_time, _require_columns, _rows_message
 from seqrec.data.vocab import Vocab
 from seqrec.errors import DataError
 from seqrec.ids import FIRST_ITEM
@@ -60,10 +60,7 @@ def read_parquet_log(source, user: str = "user_id", item: str = "item_id", time:
     dataset = _dataset(source)
     name = str(source)
     columns = {"user": user, "item": item, "time": time}
-    missing = [c for c in columns.values() if c not in dataset.schema.names]
-    if missing:
-        raise DataError(f"{name}: missing column(s) {missing}; the input has columns {dataset.schema.names} "
-                        f"(map yours with --user-col/--item-col/--time-col or user=/item=/time=)")
+    _require_columns(dataset.schema.names, columns, name)
     n = dataset.count_rows()
     if n == 0:
         raise DataError(f"{name}: no interactions (the input has a header but no rows)")

@@ -45,6 +45,12 @@ SCORE_BATCH = 1024  # histories scored at once by recommend / recommend_users ..
 SCORE_ELEMENTS = 1 << 26  # ... at most this many scores (256 MiB in fp32) per pass: fewer rows for huge catalogues
 
 
+def scoring_rows(n_items: int) -> int:
+    """Histories ranked per pass by :meth:`Recommender.rank`: ``SCORE_BATCH``, fewer for a catalogue so large
+    that their scores would pass ``SCORE_ELEMENTS``."""
+    return max(1, min(SCORE_BATCH, SCORE_ELEMENTS // n_items))
+
+
 class Recommender(Options):
     """The estimator contract (see the module docstring)."""
 
@@ -205,7 +211,7 @@ class Recommender(Options):
             raise ConfigError(f"k must be a positive integer, got {k}")
         candidates = None if items is None else ranking.candidate_mask(self.vocab_.n_items, self.candidate_ids(items))
         out_ids, out_scores = [], []
-        rows = max(1, min(SCORE_BATCH, SCORE_ELEMENTS // self.vocab_.n_items))  # a pass's scores stay bounded
+        rows = scoring_rows(self.vocab_.n_items)
         for s in range(0, len(histories), rows):
             part = histories.subset(slice(s, s + rows))
             scores = ranking.restrict(self.score(part), candidates)
@@ -448,8 +454,9 @@ class SequentialRecommender(NeuralRecommender):
         elif kind == "one":
             loss, what = 4.0 * 6 * m, "one negative per position"
         else:
-            c = m + self.n_negatives if sampler in ("in_batch", "mixed") else self.n_negatives
-            gathered = 0 if sampler in ("in_batch", "mixed") else self.batch_size * self.n_negatives * d
+            shared = sampler in samplers.SHARED
+            c = m + self.n_negatives if shared else self.n_negatives
+            gathered = 0 if shared else self.batch_size * self.n_negatives * d
             loss, what = 4.0 * (3 * m * c + 2 * gathered), f"[{m}, {c}] candidate scores"
         return encoder + loss, f"encoder activations and {what}"
 

@@ -75,18 +75,16 @@ def position_loss(loss: losses.Loss, net: SequenceNet, hidden: torch.Tensor, mas
         negatives = samplers.uniform_items(net.n_items, tuple(mask.shape), generator, exclude=exclude)
         return loss.fn(logits(net, h, t), logits(net, h, negatives.to(device)[mask]))
     if sampler is None:
-        negatives = samplers.uniform_items(net.n_items, (len(mask), n_negatives), generator).to(device)  # [B, K]
-        pos, neg, clash = per_sequence_scores(net, h, mask, t, negatives)
+        sampler = samplers.CandidateSampler("uniform", torch.ones(net.n_items), n_negatives)
+    negatives = sampler.draw(t, len(mask), generator).to(device)  # [C] shared by the batch, or [B, K]
+    if sampler.shared:
+        pos, neg, clash = shared_scores(net, h, t, negatives)
     else:
-        negatives = sampler.draw(t, len(mask), generator).to(device)  # [C] shared by the batch, or [B, K]
-        if sampler.shared:
-            pos, neg, clash = shared_scores(net, h, t, negatives)
-        else:
-            pos, neg, clash = per_sequence_scores(net, h, mask, t, negatives)
-        clash = clash if sampler.drop_hits else None
-        rate = sampler.log_rate(negatives, len(t))
-        if rate is not None and logq:
-            pos = pos - logq * sampler.log_rate(t, len(t))
-            neg = neg - logq * (rate[None, :] if sampler.shared else rate[mask.nonzero()[:, 0]])
+        pos, neg, clash = per_sequence_scores(net, h, mask, t, negatives)
+    clash = clash if sampler.drop_hits else None
+    rate = sampler.log_rate(negatives, len(t))
+    if rate is not None and logq:
+        pos = pos - logq * sampler.log_rate(t, len(t))
+        neg = neg - logq * (rate[None, :] if sampler.shared else rate[mask.nonzero()[:, 0]])
     context = {"sampling_rate": neg.shape[1] / max(net.n_items - 1, 1), "t": gbce_t}
     return loss.fn(pos, neg, clash, **{k: context[k] for k in loss.keywords})
