@@ -259,6 +259,35 @@ measured on its own CPU (runs written before `benchmarks.ceiling` existed report
 measured once on the 2-core AMD EPYC machine). Settings list the options that differ from the model's defaults.
 """
 
+def tune_table() -> list[str]:
+    rows = ["`seqrec tune` with the model's generic search space (`benchmarks/tune.py`; `patience` 5 fixed). "
+            "Defaults: the first trial; selection: the best trial's model (training split); tuned: its refit on "
+            "train + validation, the run directory's model. Overfit gap: the search's best validation score minus a "
+            "fresh seed's of the same configuration. Test NDCG@10 with seen items filtered.", "",
+            "| run | budget (spent) | trials: finished / pruned / failed | defaults valid / test | selection valid "
+            "/ test | tuned test | valid–test gap | overfit gap | target | chosen options | most important |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("tune-*.json")):
+        r = json.loads(path.read_text())
+        n, d, sel = r["trials"], r["defaults"], r["selection"]
+        tuned = next(v for k, v in r.items() if k.startswith("tuned_test_"))
+        refit = r.get("refit") or {}
+        spread = f" ± {refit['std']['NDCG@10']:.4f} ({len(refit['runs'])} seeds)" if len(refit.get("runs", [])) > 1 else ""
+        check = r.get("overfit_check") or {}
+        important = ", ".join(f"{k} {v:.2f}" for k, v in list(r["importance"].items())[:3]
+                              if isinstance(v, float)) or r["importance"].get("note", "")
+        options = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["params"].items()
+                            if k not in r["fixed"])
+        target = "" if r["target"] is None else f"{r['target']} ({'met' if r['target_met'] else 'missed'})"
+        dvalid = "–" if d["valid"] is None else f"{d['valid']:.4f}"
+        dtest = f"{d['test']['NDCG@10']:.4f}" if d.get("test") else "–"
+        rows.append(f"| {path.stem} | {r['budget_s'] / 3600:.1f} h ({r['spent_s'] / 60:.0f} min) | "
+                    f"{n['COMPLETE']} / {n['PRUNED']} / {n['FAIL']} | {dvalid} / {dtest} | {sel['valid']:.4f} / "
+                    f"{sel['test']['NDCG@10']:.4f} | **{tuned:.4f}**{spread} | {r['valid_test_gap']:+.4f} | "
+                    f"{check.get('gap', float('nan')):+.4f} | {target} | {options} | {important} |")
+    return rows
+
+
 SECTIONS = (
     ("Leave-one-out (full ranking; test NDCG@10 with seen items filtered, and without)", "leave_one_out_table"),
     ("Session-based (GRU4Rec protocol: every next event of the last sessions, Recall@20 and MRR@20)",
@@ -269,6 +298,7 @@ SECTIONS = (
      "the paper: Klenitskiy et al., RecSys 2024, Table 3; reports in docs/audits/)", "audit_table"),
     ("Serving", "serve_table"),
     ("Scale", "scale_table"),
+    ("Tuning", "tune_table"),
 )
 
 

@@ -2,6 +2,7 @@
 
     seqrec train --data PATH [--model NAME] --out RUN_DIR [--config FILE] [options]
     seqrec train --model gru4rec --help          # that model's options only
+    seqrec tune --data PATH --model NAME --budget 2h --out RUN_DIR [--space FILE] [model options fix values]
     seqrec evaluate RUN_DIR [--json] [--protocol sampled ...] [--perturb shuffle]
     seqrec recommend RUN_DIR --history ITEM,ITEM,... --k 10 [--items ITEM,...] [--json]
     seqrec recommend RUN_DIR --users all --k 10 --output FILE.csv|FILE.parquet
@@ -79,16 +80,28 @@ def _parse(text: str, kind):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _train_parser(model: str) -> argparse.ArgumentParser:
+def _train_parser(model: str, command: str = "train") -> argparse.ArgumentParser:
     cls = model_class(model)
     models = "\n".join(f"  {name:<10} {_summary(c)}" for name, c in MODELS.items())
+    if command == "tune":
+        from seqrec.tuning import TuneConfig
+
+        config, usage = TuneConfig, ("seqrec tune --data PATH --model NAME --budget 2h --out RUN_DIR [--space FILE] "
+                                     "[--config FILE] [options]")
+        what = ("Search the model's options on validation within a wall-clock budget (Optuna), refit the best "
+                "configuration on train + validation, evaluate it on the test split, save the run directory and a "
+                "report of the search (RUN_DIR/tune/). A model option given here is fixed (not searched).\n\n"
+                f"{model}'s search space:\n" + "\n".join(f"  {n:<14} {json.dumps(s.describe())}"
+                                                         for n, s in cls.search_space().items()))
+    else:
+        config, usage = RunConfig, "seqrec train --data PATH [--model NAME] --out RUN_DIR [--config FILE] [options]"
+        what = "Fit a model, evaluate it on the test split, save a run directory."
     parser = argparse.ArgumentParser(
-        prog="seqrec train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="seqrec train --data PATH [--model NAME] --out RUN_DIR [--config FILE] [options]",
-        description=f"Fit a model, evaluate it on the test split, save a run directory.\n\nmodels:\n{models}\n\n"
-                    f"The model options below are {model}'s; `seqrec train --model NAME --help` lists another's.")
+        prog=f"seqrec {command}", formatter_class=argparse.RawDescriptionHelpFormatter, usage=usage,
+        description=f"{what}\n\nmodels:\n{models}\n\n"
+                    f"The model options below are {model}'s; `seqrec {command} --model NAME --help` lists another's.")
     parser.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override it)")
-    add_options(parser, RunConfig)
+    add_options(parser, config)
     add_options(parser, cls, title=f"model {model}")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="hide progress bars")
@@ -101,9 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqrec", description="Sequential recommendation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{train,evaluate,recommend,reproduce,analyze,serve,export}")
+                                     metavar="{train,tune,evaluate,recommend,reproduce,analyze,serve,export}")
     commands.add_parser("train", help="fit a model, evaluate it on the test split, save a run directory "
                                       "(seqrec train --help for its options)", add_help=False)
+    commands.add_parser("tune", help="search a model's options within a time budget, refit the best, save a run "
+                                     "directory and a report (seqrec tune --help)", add_help=False)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run directory on its test split")
     evaluate.add_argument("run_dir", type=Path)
@@ -180,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if args.command == "train":
-            return _run(args, lambda: _train(argv[argv.index("train") + 1:]))
+        if args.command in ("train", "tune"):
+            rest = argv[argv.index(args.command) + 1:]
+            return _run(args, lambda: (_train if args.command == "train" else _tune)(rest))
         if extra:
             sub = parser._subparsers._group_actions[0].choices[args.command]
             parser.error(f"unknown option(s) {extra}; valid options for '{args.command}': {_valid_flags(sub)}")
@@ -216,21 +232,51 @@ def _read_config_file(path: Path) -> dict:
     return values
 
 
-def _train(argv: list[str]) -> int:
-    from seqrec.runs import split_options, train_run
-
+def _options(argv: list[str], command: str) -> dict:
+    """The options of ``seqrec train|tune``: the config file's, then the flags' (the parser is the chosen
+    model's)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
     pre.add_argument("--model")
     known, _ = pre.parse_known_args(argv)
     values = _read_config_file(known.config) if known.config else {}
     model = known.model or values.get("model", "sasrec")
-    parser = _train_parser(model if model in MODELS else "sasrec")
+    parser = _train_parser(model if model in MODELS else "sasrec", command)
     args, extra = parser.parse_known_args(argv)
     if extra:
-        parser.error(f"unknown option(s) {extra}; valid options for 'train --model {model}': {_valid_flags(parser)}")
-    flags = {k: v for k, v in vars(args).items() if k != "config"}
-    run, params = split_options({**values, **flags})
+        parser.error(f"unknown option(s) {extra}; valid options for '{command} --model {model}': "
+                     f"{_valid_flags(parser)}")
+    return {**values, **{k: v for k, v in vars(args).items() if k != "config"}}
+
+
+def _tune(argv: list[str]) -> int:
+    from seqrec.runs import split_options
+    from seqrec.tuning import TuneConfig, tune_run
+
+    config, fixed = split_options(_options(argv, "tune"), TuneConfig)
+    fixed.pop("progress", None)  # trials never show progress bars
+    report = tune_run(config, fixed)
+    metric = report["metric"]
+    print(f"best trial {report['best_trial']} of {len(report['trials'])}: validation {metric} "
+          f"{report['selection_valid']:.4f}, test {report['selection_test'][metric]:.4f} (selection model)")
+    if "refit" in report:
+        refit = report["refit"]
+        spread = f" ± {refit['std'][metric]:.4f} over {len(refit['runs'])} seeds" if len(refit["runs"]) > 1 else ""
+        print(f"refit on train + validation for {refit['epochs']} epochs: test {metric} "
+              f"{refit['mean'][metric]:.4f}{spread}")
+    check = report.get("overfit_check")
+    if check:
+        print(f"overfit check: a fresh seed scores {check['fresh_seed_valid']:.4f} on validation against the "
+              f"search's best {check['best_valid']:.4f} (gap {check['gap']:+.4f})")
+    print(f"chosen options: {json.dumps(report['params'], default=str)}")
+    print(f"run directory: {config.out} (report: {Path(config.out) / 'tune' / 'report.md'})")
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    from seqrec.runs import split_options, train_run
+
+    run, params = split_options(_options(argv, "train"))
     if run.devices > 1 and "WORLD_SIZE" not in os.environ:  # start the processes; each runs this command
         build(run.model, params).check_data_parallel()
         return distributed.launch(["train", *argv], run.devices)

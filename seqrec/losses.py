@@ -236,6 +236,11 @@ LOSSES = {loss.name: loss for loss in (
 )}
 
 
+def sampled_losses() -> tuple[str, ...]:
+    """The names of the losses that score ``n_negatives`` sampled items."""
+    return tuple(name for name, loss in LOSSES.items() if loss.negatives == "sampled")
+
+
 def get(name: str, valid=None) -> Loss:
     """The registered loss ``name``; a ConfigError lists the valid names (``valid``, default all)."""
     return LOSSES[choose("loss", name, valid if valid is not None else LOSSES)]

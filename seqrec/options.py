@@ -12,6 +12,10 @@ signature; ``get_params`` / ``set_params`` / ``clone``, validation ("unknown opt
 ...", values outside ``choices`` or a range), the CLI flags with their help lines and the config-file
 schema are all derived from it. A subclass changes inherited defaults with ``DEFAULTS = {name: value}``
 (its help, type and checks stay those of the declaration).
+
+An option may also say how ``seqrec tune`` searches it (``search=`` :func:`choice` or :func:`span`, next to
+its default); a subclass changes or removes (``None``) an inherited one with ``SEARCH = {name: spec}``.
+:meth:`Options.search_space` collects them.
 """
 
 from __future__ import annotations
@@ -23,13 +27,92 @@ from collections.abc import Callable
 from seqrec.errors import ConfigError, choose
 
 
-def option(default, help: str, *, choices=None, check: Callable | None = None, group: str | None = None):
+def option(default, help: str, *, choices=None, check: Callable | None = None, group: str | None = None,
+           search: "Search | None" = None):
     """A declared option: ``default``, a one-line ``help``, optional ``choices`` (a collection, a mapping
     whose keys are the valid values, or ``cls -> collection`` for choices a subclass sets) and ``check``
     (``value -> error text or None``, see :func:`between`).
-    ``group`` names the help section it is listed under (default: the declaring class)."""
+    ``group`` names the help section it is listed under (default: the declaring class); ``search`` how
+    ``seqrec tune`` searches it (:func:`choice`, :func:`span`; default: it is not searched)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "check": check,
-                                                        "group": group})
+                                                        "group": group, "search": search})
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """How ``seqrec tune`` searches one option: among ``choices``, or over [``low``, ``high``] (on a log scale
+    if ``log``; in steps of ``step`` if given; integers for an int option). ``when`` ({option: values}):
+    searched only in trials where those options take one of those values (otherwise the option keeps its
+    default), e.g. the number of negatives only for sampled losses."""
+
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    when: tuple = ()  # ((option, (values, ...)), ...): hashable, so a Search can be a declaration's default
+
+    def __post_init__(self):
+        if self.choices is None and (self.low is None or self.high is None or self.low > self.high):
+            raise ConfigError(f"a search range needs low <= high, got [{self.low}, {self.high}]")
+        if self.log and (self.low is None or self.low <= 0):
+            raise ConfigError(f"a log-scale search range needs low > 0, got {self.low}")
+
+    @property
+    def conditions(self) -> dict:
+        return {name: values for name, values in self.when}
+
+    def describe(self) -> dict:
+        """A JSON-able description (the form a space file takes, see :func:`search_from`)."""
+        text = {"choices": list(self.choices)} if self.choices is not None else \
+            {"low": self.low, "high": self.high, **({"log": True} if self.log else {}),
+             **({"step": self.step} if self.step is not None else {})}
+        return {**text, **({"when": {k: list(v) for k, v in self.when}} if self.when else {})}
+
+
+def choice(*values, when: dict | None = None) -> Search:
+    """Search an option among ``values`` (see :class:`Search`)."""
+    if not values:
+        raise ConfigError("a search choice needs at least one value")
+    return Search(choices=tuple(values), when=_conditions(when))
+
+
+def span(low: float, high: float, *, log: bool = False, step: float | None = None, when: dict | None = None) -> Search:
+    """Search an option over [low, high] (see :class:`Search`)."""
+    return Search(low=low, high=high, log=log, step=step, when=_conditions(when))
+
+
+def search_from(name: str, spec) -> Search | None:
+    """A space file's entry for option ``name``: ``null`` (not searched), a list (choices), or a table with
+    ``choices`` or ``low``/``high`` (optionally ``log``, ``step``) and optionally ``when``."""
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        return choice(*spec)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"search space: {name}: expected null, a list of values, or a table with 'choices' or "
+                          f"'low' and 'high'; got {spec!r}")
+    unknown = sorted(set(spec) - {"choices", "low", "high", "log", "step", "when"})
+    if unknown:
+        raise ConfigError(f"search space: {name}: unknown key(s) {unknown}; valid: choices, low, high, log, step, when")
+    when = spec.get("when")
+    if when is not None and not isinstance(when, dict):
+        raise ConfigError(f"search space: {name}: 'when' must be a table {{option: [values]}}, got {when!r}")
+    try:
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list):
+                raise ConfigError(f"search space: {name}: 'choices' must be a list, got {spec['choices']!r}")
+            return choice(*spec["choices"], when=when)
+        if "low" not in spec or "high" not in spec:
+            raise ConfigError(f"search space: {name}: a range needs both 'low' and 'high'")
+        return span(spec["low"], spec["high"], log=bool(spec.get("log", False)), step=spec.get("step"), when=when)
+    except ConfigError as exc:
+        raise ConfigError(f"search space: {name}: {str(exc).removeprefix('search space: ')}") from None
+
+
+def _conditions(when: dict | None) -> tuple:
+    return tuple((name, tuple(values if isinstance(values, (list, tuple)) else [values]))
+                 for name, values in (when or {}).items())
 
 
 def between(low: float | None = None, high: float | None = None, *, low_open: bool = False,
@@ -70,11 +153,23 @@ class Options:
             setattr(cls, name, dataclasses.field(default=value, metadata=base.metadata))
         cls.__annotations__ = annotations
         dataclasses.dataclass(cls, kw_only=True, eq=False)
+        for name in cls.__dict__.get("SEARCH", {}):
+            if name not in cls.__dataclass_fields__:
+                raise TypeError(f"{cls.__name__}.SEARCH: no option {name!r}")
 
     # ---- the declared options ------------------------------------------------------------------
     @classmethod
     def option_fields(cls) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def search_space(cls) -> dict[str, Search]:
+        """How ``seqrec tune`` searches this class's options: each option's declared ``search``, changed by the
+        ``SEARCH`` tables of the subclasses (the most derived wins; ``None`` removes one)."""
+        space = {name: f.metadata.get("search") for name, f in cls.option_fields().items()}
+        for klass in reversed(cls.__mro__):
+            space.update(klass.__dict__.get("SEARCH", {}))
+        return {name: spec for name, spec in space.items() if spec is not None}
 
     @classmethod
     def option_types(cls) -> dict[str, object]:

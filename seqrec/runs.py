@@ -90,11 +90,13 @@ class RunConfig(LogOptions):
             raise ConfigError("no data: give --data PATH (or 'data' in the config file)")
 
 
-def split_options(values: dict) -> tuple[RunConfig, dict]:
-    """A flat dict of options (config file + flags) -> the run's options and the model's; an option that is
-    neither the run's nor the chosen model's fails, listing the valid ones."""
-    run_names = set(RunConfig.option_fields())
-    run = RunConfig(**{k: v for k, v in values.items() if k in run_names})
+def split_options(values: dict, config_class: type[RunConfig] | None = None) -> tuple[RunConfig, dict]:
+    """A flat dict of options (config file + flags) -> the run's options (a ``config_class``, default
+    :class:`RunConfig`) and the model's; an option that is neither the run's nor the chosen model's fails,
+    listing the valid ones."""
+    config_class = config_class or RunConfig
+    run_names = set(config_class.option_fields())
+    run = config_class(**{k: v for k, v in values.items() if k in run_names})
     params = {k: v for k, v in values.items() if k not in run_names}
     cls = model_class(run.model)
     unknown = sorted(set(params) - set(cls.option_fields()))
@@ -136,18 +138,26 @@ def train_run(config: RunConfig, params: dict | None = None) -> tuple[Recommende
     fit_seconds = time.perf_counter() - tick
     if not distributed.is_main():  # the other processes of a distributed run only trained
         return model, {}
+    return model, finish_run(model, config, split, fit_seconds, selection_seconds if config.refit else None)
+
+
+def finish_run(model: Recommender, config: RunConfig, split: Split, fit_seconds: float,
+               selection_seconds: float | None = None, extra: dict | None = None) -> dict:
+    """Save the fitted ``model`` as the run directory ``config.out`` (with the split), evaluate it on the
+    test split, write metrics.json (with ``extra`` entries) and the recommendations asked for; returns the
+    result. ``selection_seconds`` is given when ``model`` is a refit (:meth:`~Recommender.refit`)."""
     model.set_histories(split.log)  # recommendations for known users use everything known about them
     run = {"run": config.get_params(), "split": split.card(), "data": split.log.summary(), "filters": split.log.report}
     out = rundir.save(model, config.out, split=split, run=run)
-    result = _evaluate_test(model, split.test, config, split.card())
+    result = evaluate_test(model, split.test, config, split.card())
     result["training"] = training_summary(model, fit_seconds)
-    if config.refit:  # the model evaluated is the refit; its epochs were chosen by this run
+    if selection_seconds is not None:  # the model evaluated is the refit; its epochs were chosen by this run
         result["training"].update(refit_on="train+valid", n_train_valid_events=int(split.train_valid_lengths.sum()),
                                   selection={**model.refit_of_, "wall_seconds": selection_seconds})
-    rundir.write_json(out, "metrics.json", result)
+    rundir.write_json(out, "metrics.json", {**result, **(extra or {})})
     if config.recommendations:
         write_recommendations(model, "all", config.rec_k, _exclude_seen(config, split), config.recommendations)
-    return model, result
+    return result
 
 
 def training_summary(model: Recommender, wall_seconds: float) -> dict:
@@ -185,7 +195,7 @@ def evaluate_run(run_dir, config: RunConfig | None = None, model: Recommender | 
     else:
         saved = rundir.read_config(run_dir, MODELS)
     model = model or rundir.load(run_dir, MODELS)
-    return _evaluate_test(model, rundir.load_split(run_dir, model.vocab_).test, config, saved.get("split"))
+    return evaluate_test(model, rundir.load_split(run_dir, model.vocab_).test, config, saved.get("split"))
 
 
 def perturbation_run(run_dir, perturb: str = "shuffle", n_bootstrap: int = 1000, seed: int = 0,
@@ -203,7 +213,7 @@ def perturbation_run(run_dir, perturb: str = "shuffle", n_bootstrap: int = 1000,
     return result
 
 
-def _evaluate_test(model: Recommender, test, config: RunConfig, split_card: dict | None) -> dict:
+def evaluate_test(model: Recommender, test, config: RunConfig, split_card: dict | None) -> dict:
     """``model`` on the test set with the run's evaluation options."""
     return evaluate(model, test, k=config.k, protocol=config.protocol, exclude_seen=config.exclude_seen,
                     tie_policy=config.tie_policy, n_negatives=config.eval_negatives, sampling=config.sampling,

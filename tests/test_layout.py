@@ -1,7 +1,7 @@
 """Dependencies point one way (the layering seqrec/__init__ documents):
 
     data, nn  ->  losses, metrics, ranking, samplers, optim, options, train, evaluate, rundir
-              ->  models  ->  runs, reproduce, analysis, export  ->  cli, service
+              ->  models  ->  runs, tuning, reproduce, analysis, export  ->  cli, service
 
 data and nn never import each other; losses, metrics, ranking, samplers, optimisers need only torch (and
 the standard library); nothing imports a layer above its own. Imports inside functions count too."""
@@ -50,7 +50,7 @@ LAYERS = [  # a module may import only from its own layer or the ones before it
     {"seqrec.losses", "seqrec.metrics", "seqrec.ranking", "seqrec.samplers", "seqrec.optim", "seqrec.options",
      "seqrec.train", "seqrec.evaluate", "seqrec.rundir", "seqrec.distributed"},
     {"seqrec.models"},
-    {"seqrec.runs", "seqrec.reproduce", "seqrec.analysis", "seqrec.export"},
+    {"seqrec.runs", "seqrec.reproduce", "seqrec.analysis", "seqrec.export", "seqrec.tuning"},
     {"seqrec.cli", "seqrec.service", "seqrec.__main__"},
 ]
 

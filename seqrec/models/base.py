@@ -35,8 +35,8 @@ from seqrec.evaluate import evaluate
 from seqrec.ids import FIRST_ITEM, PAD
 from seqrec.models.objectives import position_loss
 from seqrec.nn.layers import SequenceNet
-from seqrec.optim import make_optimizer
-from seqrec.options import Options, between, option
+from seqrec.optim import ADAM_BETAS, make_optimizer
+from seqrec.options import Options, between, choice, option, span
 from seqrec.train import Callback, TrainResult, train_loop
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,15 @@ class Recommender(Options):
         """Raise a ConfigError if this configuration cannot train over several processes."""
         raise ConfigError(f"{self.name} has no training loop to split over processes; train it with --devices 1")
 
-    def refit(self, train) -> "Recommender":
-        """A fresh model with these options fitted on ``train`` (a model without epochs to select has no
-        selection to carry over; :meth:`NeuralRecommender.refit` keeps the selected epoch count)."""
+    def refit(self, train, seed: int | None = None) -> "Recommender":
+        """A fresh model with these options (and ``seed`` if given) fitted on ``train`` (a model without epochs
+        to select has no selection to carry over; :meth:`NeuralRecommender.refit` keeps the selected epoch
+        count)."""
         self._check_fitted()
-        model = self.clone().fit(train)
+        model = self.clone()
+        if seed is not None and "seed" in self.option_fields():
+            model.set_params(seed=seed)
+        model = model.fit(train)
         model.refit_of_ = {}
         return model
 
@@ -229,7 +233,8 @@ class NeuralRecommender(Recommender):
     """A recommender with a torch network trained by :func:`seqrec.train.train_loop` (see the module
     docstring for what a model supplies)."""
 
-    lr: float = option(1e-3, "learning rate", check=between(0, low_open=True), group="training")
+    lr: float = option(1e-3, "learning rate", check=between(0, low_open=True), group="training",
+                       search=span(1e-4, 1e-2, log=True))
     batch_size: int = option(128, "sequences per training batch", check=between(1), group="training")
     epochs: int = option(200, "maximum training epochs", check=between(1), group="training")
     patience: int = option(10, "stop after this many epochs without a validation gain", check=between(1),
@@ -370,8 +375,8 @@ class NeuralRecommender(Recommender):
             return step(part) * distributed.position_share(part, batch)
         return step_loss
 
-    def refit(self, train) -> "NeuralRecommender":
-        """A fresh model with these options, trained on ``train`` (usually ``split.train_valid``, the
+    def refit(self, train, seed: int | None = None) -> "NeuralRecommender":
+        """A fresh model with these options (and ``seed`` if given), trained on ``train`` (usually ``split.train_valid``, the
         training data with the validation events added back) for exactly the epochs validation chose for
         this one (its best epoch), with no validation and no early stopping.
 
@@ -381,7 +386,8 @@ class NeuralRecommender(Recommender):
         carried over (the epoch count is already fixed)."""
         self._check_fitted()
         selected = self.train_result_
-        model = self.clone().set_params(epochs=selected.best_epoch, time_budget=None).fit(train)
+        model = self.clone().set_params(epochs=selected.best_epoch, time_budget=None,
+                                        **({} if seed is None else {"seed": seed})).fit(train)
         model.refit_of_ = {"best_epoch": selected.best_epoch, "best_valid_metric": selected.best_metric,
                            "epochs_run": len(selected.epochs) or None, "stop_reason": selected.stop_reason}
         return model
@@ -435,9 +441,11 @@ class SequentialRecommender(NeuralRecommender):
     LOSSES = tuple(losses.LOSSES)  # the losses this model can train with (not an option: no annotation)
 
     loss: str = option("ce", "training loss", choices=lambda cls: cls.LOSSES)
-    max_len: int = option(50, "items of a history read (older ones are dropped)", check=between(1))
-    dim: int = option(64, "hidden size", check=between(1))
-    n_negatives: int = option(256, "sampled negatives of the sampled losses", check=between(0))
+    max_len: int = option(50, "items of a history read (older ones are dropped)", check=between(1),
+                          search=choice(20, 50, 100, 200))
+    dim: int = option(64, "hidden size", check=between(1), search=choice(32, 64, 128, 256))
+    n_negatives: int = option(256, "sampled negatives of the sampled losses", check=between(0),
+                              search=choice(64, 256, 1024, when={"loss": losses.sampled_losses()}))
 
     def _activation_bytes(self, net) -> tuple[float, str]:
         """The encoder's stored activations (≈ 24 · D floats per position and layer, plus the attention
@@ -536,9 +544,12 @@ class _AgreeEpoch(Callback):
 class TransformerRecommender(SequentialRecommender):
     """Options and precision of the self-attention models."""
 
-    n_blocks: int = option(2, "transformer layers", check=between(1))
-    n_heads: int = option(1, "attention heads (dim must be divisible by it)", check=between(1))
-    dropout: float = option(0.2, "dropout rate", check=between(0, 1, high_open=True))
+    SEARCH = {"loss": choice("ce", "sampled_ce", "gbce")}
+
+    n_blocks: int = option(2, "transformer layers", check=between(1), search=choice(1, 2, 3))
+    n_heads: int = option(1, "attention heads (dim must be divisible by it)", check=between(1),
+                          search=choice(1, 2, 4))
+    dropout: float = option(0.2, "dropout rate", check=between(0, 1, high_open=True), search=span(0.0, 0.6))
     attn_dropout: float | None = option(None, "dropout on the attention weights (None: dropout; 0 uses the "
                                               "fused attention kernel)", check=between(0, 1, none_ok=True))
     bucketing: bool = option(False, "batch windows of similar length (faster; each batch's loss weighted by "
@@ -552,6 +563,8 @@ class TransformerRecommender(SequentialRecommender):
                          check=between(0))
     gbce_t: float = option(0.75, "gbce loss: calibration t (0: plain BCE, 1: fully calibrated)",
                            check=between(0, 1))
+    weight_decay: float = option(0.0, "AdamW decay of weight matrices and embeddings (0: Adam)", check=between(0),
+                                 group="training", search=choice(0.0, 0.01, 0.1, 1.0))
 
     def _attention_floats(self) -> int:
         """Attention weights [H, L] per query and layer, three times (scores, softmax, dropout) when attention
@@ -572,6 +585,16 @@ class TransformerRecommender(SequentialRecommender):
         counts = torch.from_numpy(np.bincount(train.items - FIRST_ITEM, minlength=train.n_items))
         self._sampler = samplers.CandidateSampler(self.sampler, counts, self.n_negatives, self.sample_alpha)
         return train
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """Adam, or with ``weight_decay`` AdamW decaying the weight matrices and embeddings but not biases or
+        LayerNorm parameters (as BERT's ``AdamWeightDecayOptimizer``)."""
+        if not self.weight_decay:
+            return super()._optimizer()
+        params = list(self.net_.parameters())
+        groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": self.weight_decay},
+                  {"params": [p for p in params if p.dim() != 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.lr, betas=ADAM_BETAS, fused=True)
 
     def _position_loss(self, hidden: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
                        exclude: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

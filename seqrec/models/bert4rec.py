@@ -9,8 +9,7 @@ from seqrec.data.interactions import Interactions
 from seqrec.ids import mask_id
 from seqrec.models.base import TransformerRecommender
 from seqrec.nn.bert4rec import HEADS, INITS, NORMS, BERT4RecNet
-from seqrec.optim import ADAM_BETAS
-from seqrec.options import between, option
+from seqrec.options import between, option, span
 
 
 class BERT4Rec(TransformerRecommender):
@@ -77,27 +76,15 @@ class BERT4Rec(TransformerRecommender):
     sliding_window: float = option(0.0, "long histories also give windows this share of max_len apart (0: off)",
                                    check=between(0, 1))
     mask_prob: float = option(0.2, "share of each window's items masked (the paper's rho)",
-                              check=between(0, 1, low_open=True))
+                              check=between(0, 1, low_open=True), search=span(0.1, 0.6))
     mask_token_share: float = option(1.0, "share of masked items replaced by [mask] (BERT's 0.8; the rest "
                                           "random or kept)", check=between(0, 1))
     last_mask_prob: float = option(0.0, "share of windows in which only the last item is masked",
                                    check=between(0, 1))
-    weight_decay: float = option(0.0, "AdamW decay of weight matrices and embeddings (0: Adam)", check=between(0),
-                                 group="training")
 
     def _build_net(self, n_items: int) -> BERT4RecNet:
         return BERT4RecNet(n_items, self.max_len, self.dim, self.n_heads, self.n_blocks, self.dropout,
                            self.attn_dropout, self.head, self.norm, self.init, self.item_dropout)
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        """Adam, or with ``weight_decay`` AdamW decaying the weight matrices and embeddings but not biases or
-        LayerNorm parameters (as BERT's ``AdamWeightDecayOptimizer``)."""
-        if not self.weight_decay:
-            return super()._optimizer()
-        params = list(self.net_.parameters())
-        groups = [{"params": [p for p in params if p.dim() == 2], "weight_decay": self.weight_decay},
-                  {"params": [p for p in params if p.dim() != 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.lr, betas=ADAM_BETAS, fused=True)
 
     def _next_hidden(self, windows: torch.Tensor) -> torch.Tensor:
         """Append ``[mask]`` (dropping the oldest item at ``max_len``) and read the hidden state there."""

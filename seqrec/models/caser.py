@@ -12,7 +12,7 @@ from seqrec.data.sequences import Histories
 from seqrec.ids import PAD
 from seqrec.models.base import UserRecommender
 from seqrec.nn.caser import CaserNet
-from seqrec.options import between, option
+from seqrec.options import between, choice, option, span
 
 
 class Caser(UserRecommender):
@@ -29,14 +29,18 @@ class Caser(UserRecommender):
 
     name = "caser"
 
-    dim: int = option(50, "embedding size d", check=between(1))
-    length: int = option(5, "items read, L", check=between(1))
-    n_targets: int = option(3, "targets per training window, T", check=between(1))
+    dim: int = option(50, "embedding size d", check=between(1), search=choice(25, 50, 100))
+    length: int = option(5, "items read, L", check=between(1), search=choice(3, 5, 7, 9))
+    n_targets: int = option(3, "targets per training window, T", check=between(1),
+                           search=choice(1, 2, 3))
     n_v: int = option(4, "vertical filters", check=between(1))
-    n_h: int = option(16, "horizontal filters of each height", check=between(1))
-    dropout: float = option(0.5, "dropout before the dense layer", check=between(0, 1, high_open=True))
+    n_h: int = option(16, "horizontal filters of each height", check=between(1),
+                      search=choice(4, 8, 16, 32))
+    dropout: float = option(0.5, "dropout before the dense layer", check=between(0, 1, high_open=True),
+                             search=span(0.0, 0.7))
     n_negatives: int = option(3, "negatives per training window", check=between(1))
-    weight_decay: float = option(1e-6, "Adam's L2 weight decay", check=between(0))
+    weight_decay: float = option(1e-6, "Adam's L2 weight decay", check=between(0),
+                                 search=span(1e-7, 1e-3, log=True))
     DEFAULTS = {"batch_size": 512, "epochs": 50, "patience": 5}
 
     def _build_net(self, n_items: int) -> CaserNet:

@@ -14,7 +14,7 @@ from seqrec.data.sequences import Histories
 from seqrec.ids import FIRST_ITEM, PAD
 from seqrec.models.base import UserRecommender
 from seqrec.nn.factorization import MFNet, NeuMFNet
-from seqrec.options import between, option
+from seqrec.options import between, choice, option, span
 
 log = logging.getLogger(__name__)
 FOLD_IN_ITEMS = 50  # the latest items of a new history a BPR-MF user vector is fitted to
@@ -37,8 +37,9 @@ class BPRMF(UserRecommender):
 
     name = "bprmf"
 
-    dim: int = option(64, "factors", check=between(1))
-    reg: float = option(1e-5, "L2 penalty on the rows an update uses, per event", check=between(0))
+    dim: int = option(64, "factors", check=between(1), search=choice(32, 64, 128, 256))
+    reg: float = option(1e-5, "L2 penalty on the rows an update uses, per event", check=between(0),
+                       search=span(1e-7, 1e-2, log=True))
     fold_in_steps: int = option(50, "Adam steps fitting a vector to a new history", check=between(1))
     DEFAULTS = {"batch_size": 1024, "epochs": 100, "patience": 5}
 
@@ -109,11 +110,14 @@ class NCF(UserRecommender):
 
     name = "ncf"
 
-    dim: int = option(16, "predictive factors (GMF size and the tower's last layer)", check=between(1))
-    n_layers: int = option(3, "MLP tower layers", check=between(1))
-    n_negatives: int = option(4, "negatives per observed event", check=between(1))
-    dropout: float = option(0.0, "dropout in the MLP tower", check=between(0, 1, high_open=True))
-    reg: float = option(0.0, "L2 penalty on the embedding rows an update uses, per event", check=between(0))
+    dim: int = option(16, "predictive factors (GMF size and the tower's last layer)", check=between(1),
+                     search=choice(8, 16, 32, 64))
+    n_layers: int = option(3, "MLP tower layers", check=between(1), search=choice(1, 2, 3))
+    n_negatives: int = option(4, "negatives per observed event", check=between(1), search=choice(2, 4, 8))
+    dropout: float = option(0.0, "dropout in the MLP tower", check=between(0, 1, high_open=True),
+                             search=span(0.0, 0.5))
+    reg: float = option(0.0, "L2 penalty on the embedding rows an update uses, per event", check=between(0),
+                       search=choice(0.0, 1e-6, 1e-5, 1e-4))
     DEFAULTS = {"batch_size": 256, "epochs": 50, "patience": 5}
 
     def _start_fit(self, train) -> Interactions:

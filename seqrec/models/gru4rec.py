@@ -15,7 +15,7 @@ from seqrec.models.base import SequentialRecommender
 from seqrec.models.objectives import shared_scores
 from seqrec.nn.gru4rec import GRU4RecNet
 from seqrec.optim import OPTIMIZERS, make_optimizer
-from seqrec.options import between, option
+from seqrec.options import between, choice, option, span
 
 BATCHINGS = ("session", "padded")
 
@@ -55,6 +55,13 @@ class GRU4Rec(SequentialRecommender):
     LOSSES = ("ce", "bpr_max", "top1_max")
     DEFAULTS = {"dim": 100, "n_negatives": 2048, "lr": 0.05, "batch_size": 64, "epochs": 10,
                 "patience": 3}
+    # after the official code's parameter spaces (hidasib/GRU4Rec): one loss per search, 2048 negatives
+    SEARCH = {"lr": span(0.01, 0.25, step=0.005), "dim": choice(64, 100, 128, 256, 512),
+              "batch_size": span(32, 256, step=16), "embed_dropout": span(0.0, 0.5, step=0.05),
+              "hidden_dropout": span(0.0, 0.7, step=0.05), "momentum": span(0.0, 0.9, step=0.05),
+              "sample_alpha": span(0.0, 1.0, step=0.1), "bpreg": span(0.0, 2.0, step=0.05, when={"loss": "bpr_max"}),
+              "elu_alpha": span(0.0, 3.0, step=0.1, when={"loss": "bpr_max"}),
+              "logq": choice(0.0, 1.0, when={"loss": "ce"}), "max_len": None, "n_negatives": None}
 
     n_blocks: int = option(1, "GRU layers", check=between(1))
     batching: str = option("session", "session-parallel mini-batches, or padded windows of each user",

@@ -15,7 +15,7 @@ from seqrec.data.sequences import Histories
 from seqrec.data.splits import EvalSet
 from seqrec.models.base import UserRecommender
 from seqrec.nn.factorization import TransitionNet
-from seqrec.options import between, option
+from seqrec.options import between, choice, option, span
 from seqrec.train import Callback
 
 
@@ -44,8 +44,9 @@ class TransitionRecommender(UserRecommender):
 
     kind = ""  # TransitionNet's kind
 
-    dim: int = option(64, "latent dimensions", check=between(1))
-    reg: float = option(1e-5, "L2 penalty on the rows an update uses, per pair", check=between(0))
+    dim: int = option(64, "latent dimensions", check=between(1), search=choice(16, 32, 64, 128))
+    reg: float = option(1e-5, "L2 penalty on the rows an update uses, per pair", check=between(0),
+                       search=span(1e-7, 1e-2, log=True))
     DEFAULTS = {"batch_size": 1024, "epochs": 100, "patience": 5}
 
     def fit(self, train, valid: EvalSet | None = None, callbacks: Sequence[Callback] = ()) -> "TransitionRecommender":

@@ -26,7 +26,8 @@ class SASRec(TransformerRecommender):
     ``sampled_ce``, ``gbce``, ``bpr_max``, ``top1_max`` (by default ``n_negatives`` uniform negatives shared by
     a sequence's positions, a negative equal to the position's target dropped from that position's loss;
     other samplers with logQ correction: :class:`~seqrec.samplers.CandidateSampler`). Adam with betas
-    (0.9, 0.98) as the reference; with ``sparse_items``, lazy Adam on the item table
+    (0.9, 0.98) as the reference (which adds no L2 by default); ``weight_decay`` > 0 makes it AdamW, decaying
+    the weight matrices and embeddings (not biases or LayerNorm); with ``sparse_items``, lazy Adam on the item table
     (:class:`~seqrec.optim.SplitAdam`), a deviation for catalogues of millions, where a dense update of the
     whole table dominates a sampled step. With ``bucketing`` each batch's loss is weighted by its share of the
     epoch's positions, so that every position weighs the same as with random batches (unweighted, bucketing
@@ -46,6 +47,9 @@ class SASRec(TransformerRecommender):
         if self.sparse_items and losses.get(self.loss).negatives == "catalogue":
             raise ConfigError("sparse_items needs a sampled loss (bce, sampled_ce, gbce, ...): the full softmax "
                               "touches every row of the item table at every step")
+        if self.sparse_items and self.weight_decay:
+            raise ConfigError("sparse_items updates the item table lazily (SparseAdam), which has no weight decay: "
+                              "use weight_decay 0 with it")
 
     def _build_net(self, n_items: int) -> SASRecNet:
         return SASRecNet(n_items, self.max_len, self.dim, self.n_heads, self.n_blocks, self.dropout,
