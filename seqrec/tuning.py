@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 METRIC = "NDCG@10"  # what the training loop early-stops on, and what the search maximises
 TUNE_DIR, STUDY_FILE, STUDY_NAME, SELECTED, DEFAULTS = "tune", "study.db", "seqrec-tune", "selected", "defaults"
 PRUNE_STARTUP_TRIALS = 3  # finished trials before the pruner compares
-STARTUP_TRIALS = 5  # random trials before TPE models the scores (Optuna's default 10 is a large share of a short budget)
+STARTUP_TRIALS = 5  # random trials before TPE models the scores (Optuna's 10 is a large share of a short budget)
 
 
 class TuneConfig(RunConfig):
@@ -144,7 +144,8 @@ def search_space(model: str, space_file=None, fixed: dict | None = None) -> dict
         cls.check_names(spec.conditions)
         kind = types[name]
         if spec.choices is None and kind not in (int, float):
-            raise ConfigError(f"search space: {name} is {getattr(kind, '__name__', kind)}: give it choices, not a range")
+            raise ConfigError(f"search space: {name} is {getattr(kind, '__name__', kind)}: give it choices, "
+                              "not a range")
         for value in spec.choices or (spec.low, spec.high):  # every value must be one the option accepts
             try:
                 cls(**{name: value}).validate()
@@ -313,9 +314,10 @@ class _Search:
     def _after_trial(self, study: optuna.Study, trial) -> None:
         study.set_user_attr("spent_seconds", self.clock.spent)
         best = self._best()
-        text = {"COMPLETE": f"{METRIC} {trial.value:.4f}" if trial.value is not None else "no score",
-                "PRUNED": f"pruned after epoch {trial.user_attrs.get('pruned_at')}",
-                "FAIL": f"failed: {trial.user_attrs.get('error', 'see the log')}"}.get(trial.state.name, trial.state.name)
+        states = {"COMPLETE": f"{METRIC} {trial.value:.4f}" if trial.value is not None else "no score",
+                  "PRUNED": f"pruned after epoch {trial.user_attrs.get('pruned_at')}",
+                  "FAIL": f"failed: {trial.user_attrs.get('error', 'see the log')}"}
+        text = states.get(trial.state.name, trial.state.name)
         log.info("trial %d: %s in %.0f s (best %s); %.0f s of %.0f s spent", trial.number, text,
                  trial.user_attrs.get("seconds", 0.0),
                  "none yet" if best is None else f"{best.value:.4f}, trial {best.number}", self.clock.spent,
@@ -563,30 +565,32 @@ def _markdown(report: dict) -> str:
         defaults = report.get("defaults_trial")
         if defaults and defaults["value"] is not None:
             tested = report.get("defaults_test", {}).get(report["metric"])
-            lines.append(f"| defaults (trial {defaults['number']}) | {defaults['value']:.4f} | {'' if tested is None else f'{tested:.4f}'} |")
+            tested = "" if tested is None else f"{tested:.4f}"
+            lines.append(f"| defaults (trial {defaults['number']}) | {defaults['value']:.4f} | {tested} |")
         sel = report["selection_test"]
         lines.append(f"| best trial {report['best_trial']} (selection model) | {report['selection_valid']:.4f} | "
                      f"{sel[report['metric']]:.4f} |")
         if "refit" in report:
             refit = report["refit"]
-            spread = f" ± {refit['std'][report['metric']]:.4f} ({len(refit['runs'])} seeds)" if len(refit["runs"]) > 1 else ""
+            spread = "" if len(refit["runs"]) < 2 else \
+                f" ± {refit['std'][report['metric']]:.4f} ({len(refit['runs'])} seeds)"
             lines.append(f"| refit on train + validation, {refit['epochs']} epochs (the run directory) | | "
                          f"{refit['mean'][report['metric']]:.4f}{spread} |")
         lines += ["", f"Validation–test gap of the selection model: {report['valid_test_gap']:+.4f}."]
         check = report.get("overfit_check")
         if check:
             lines.append(f"Overfit check: the best configuration with a fresh seed (seed {check['seed']}) scores "
-                         f"{check['fresh_seed_valid']:.4f} on validation against the search's {check['best_valid']:.4f} "
-                         f"(gap {check['gap']:+.4f}, {check['relative_gap']:+.1%}): a positive gap is what choosing the "
-                         "best of many noisy trials added to the validation score.")
+                         f"{check['fresh_seed_valid']:.4f} on validation against the search's "
+                         f"{check['best_valid']:.4f} (gap {check['gap']:+.4f}, {check['relative_gap']:+.1%}): a "
+                         "positive gap is what choosing the best of many noisy trials added to the validation score.")
         lines += ["", "Chosen options: `" + json.dumps(report["params"], default=str) + "`", ""]
     importance = report.get("importance") or {}
     lines += ["## Importance of each option", ""]
     if "note" in importance:
         lines.append(importance["note"])
     else:
+        lines += ["| option | importance |", "|---|---|"]
         lines += [f"| {name} | {value:.3f} |" for name, value in importance.items()]
-        lines.insert(len(lines) - len(importance), "| option | importance |\n|---|---|")
     lines += ["", "## Trials", "", "| trial | state | validation | best epoch | epochs | seconds | options |",
               "|---|---|---|---|---|---|---|"]
     for t in report["trials"]:

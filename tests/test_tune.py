@@ -72,7 +72,8 @@ def test_every_models_declared_space_holds_valid_values_and_its_defaults():
             for other in spec.conditions:
                 assert other in cls.option_fields(), (name, option, other)
     sasrec = seqrec.SASRec.search_space()
-    assert {"lr", "dim", "n_blocks", "n_heads", "dropout", "max_len", "loss", "n_negatives", "weight_decay"} <= set(sasrec)
+    searched = {"lr", "dim", "n_blocks", "n_heads", "dropout", "max_len", "loss", "n_negatives", "weight_decay"}
+    assert searched <= set(sasrec)
     assert "mask_prob" in seqrec.BERT4Rec.search_space() and "mask_prob" not in sasrec
     gru = seqrec.GRU4Rec.search_space()
     assert "max_len" not in gru and gru["lr"].low == 0.01  # the official code's space, not the transformers'

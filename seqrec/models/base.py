@@ -376,9 +376,9 @@ class NeuralRecommender(Recommender):
         return step_loss
 
     def refit(self, train, seed: int | None = None) -> "NeuralRecommender":
-        """A fresh model with these options (and ``seed`` if given), trained on ``train`` (usually ``split.train_valid``, the
-        training data with the validation events added back) for exactly the epochs validation chose for
-        this one (its best epoch), with no validation and no early stopping.
+        """A fresh model with these options (and ``seed`` if given), trained on ``train`` (usually
+        ``split.train_valid``, the training data with the validation events added back) for exactly the epochs
+        validation chose for this one (its best epoch), with no validation and no early stopping.
 
         This is how the BERT4Rec reference measures (its data generator trains on every item but the test
         one), and how a model is deployed after model selection. The returned model's ``refit_of_`` records
