@@ -593,8 +593,9 @@ def _markdown(report: dict) -> str:
         lines += [f"| {name} | {value:.3f} |" for name, value in importance.items()]
     lines += ["", "## Trials", "", "| trial | state | validation | best epoch | epochs | seconds | options |",
               "|---|---|---|---|---|---|---|"]
-    for t in report["trials"]:
-        value = "" if t["value"] is None else f"{t['value']:.4f}"
+    for t in report["trials"]:  # a pruned trial: its best score before it was stopped
+        scores = [v for v in t["curve"] if v is not None]
+        value = f"{max(scores):.4f}" if scores else ""
         options = ", ".join(f"{k}={_short(v)}" for k, v in t["params"].items())
         lines.append(f"| {t['number']} | {t['state'].lower()}{' (' + t['error'] + ')' if 'error' in t else ''} | "
                      f"{value} | {t['best_epoch'] or ''} | {len(t['curve'])} | {(t['seconds'] or 0):.0f} | {options} |")
