@@ -78,7 +78,8 @@ class CandidateSampler:
     def __init__(self, kind: str, counts: torch.Tensor, n_negatives: int, alpha: float = 1.0):
         self.kind, self.k, self.n_items = kind, n_negatives, len(counts)
         counts = counts.double().clamp(min=0)
-        self.share = counts / counts.sum().clamp(min=1)  # p: share of the training targets, [N]
+        # p: share of the training targets [N] (the rates of the batch-shared kinds need it)
+        self.share = counts / counts.sum().clamp(min=1) if kind in SHARED else None
         self.popularity = PopularitySampler(counts, alpha) if kind == "popularity" else None
         self.log_weight = (counts.clamp(min=1) ** alpha).log() if kind == "popularity" else None
         self.shared = kind in SHARED

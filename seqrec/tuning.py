@@ -315,7 +315,7 @@ class _Search:
         study.set_user_attr("spent_seconds", self.clock.spent)
         best = self._best()
         states = {"COMPLETE": f"{METRIC} {trial.value:.4f}" if trial.value is not None else "no score",
-                  "PRUNED": f"pruned after epoch {trial.user_attrs.get('pruned_at')}",
+                  "PRUNED": f"pruned after epoch {len(trial.intermediate_values)}",
                   "FAIL": f"failed: {trial.user_attrs.get('error', 'see the log')}"}
         text = states.get(trial.state.name, trial.state.name)
         log.info("trial %d: %s in %.0f s (best %s); %.0f s of %.0f s spent", trial.number, text,
@@ -347,31 +347,25 @@ class _Search:
         user_limit = self.fixed.get("time_budget")
         model = build(self.config.model, {**params, "progress": False,
                                           "time_budget": limit if user_limit is None else min(limit, user_limit)})
-        try:
-            model.validate()
-        except ConfigError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise
         reporter = _Report(trial, self.config.prune)
         tick = time.perf_counter()
-        try:
+        try:  # an invalid combination, or one the memory plan refuses, fails this trial only
+            model.validate()
             with _quiet_training():
                 model.fit(self.split.train, valid=self.split.valid, callbacks=[reporter])
-        except ConfigError as exc:  # e.g. refused by the memory plan
+        except ConfigError as exc:
             trial.set_user_attr("error", str(exc))
             raise
         seconds = time.perf_counter() - tick
         result = model.train_result_
         records = result.epochs
         best_record = next((r for r in records if r.epoch == result.best_epoch), records[-1] if records else None)
-        trial.set_user_attr("curve", [r.valid.get(METRIC) for r in records])
         trial.set_user_attr("epoch_seconds", [r.seconds for r in records])
         trial.set_user_attr("seconds", seconds)
         trial.set_user_attr("seconds_to_best", best_record.elapsed if best_record else 0.0)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("stop_reason", "pruned" if reporter.pruned_at else result.stop_reason)
         if reporter.pruned_at:
-            trial.set_user_attr("pruned_at", reporter.pruned_at)
             raise optuna.TrialPruned()
         if result.best_metric is None:
             trial.set_user_attr("error", "no validation score")
@@ -532,7 +526,8 @@ def write_report(run_dir) -> dict:
 def _trial_record(trial) -> dict:
     attrs = trial.user_attrs
     return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
-            "curve": attrs.get("curve", []), "best_epoch": attrs.get("best_epoch"),
+            "curve": [trial.intermediate_values[epoch] for epoch in sorted(trial.intermediate_values)],
+            "best_epoch": attrs.get("best_epoch"),
             "stop_reason": attrs.get("stop_reason"), "seconds": attrs.get("seconds"),
             "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
             **({"error": attrs["error"]} if "error" in attrs else {})}
