@@ -274,6 +274,7 @@ def tune_table() -> list[str]:
         refit = r.get("refit") or {}
         spread = f" ± {refit['std']['NDCG@10']:.4f} ({len(refit['runs'])} seeds)" if len(refit.get("runs", [])) > 1 else ""
         check = r.get("overfit_check") or {}
+        gap = f"{check['gap']:+.4f}" if "gap" in check else "skipped" if "skipped" in check else "–"
         important = ", ".join(f"{k} {v:.2f}" for k, v in list(r["importance"].items())[:3]
                               if isinstance(v, float)) or r["importance"].get("note", "")
         options = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["params"].items()
@@ -284,7 +285,7 @@ def tune_table() -> list[str]:
         rows.append(f"| {path.stem} | {r['budget_s'] / 3600:.1f} h ({r['spent_s'] / 60:.0f} min) | "
                     f"{n['COMPLETE']} / {n['PRUNED']} / {n['FAIL']} | {dvalid} / {dtest} | {sel['valid']:.4f} / "
                     f"{sel['test']['NDCG@10']:.4f} | **{tuned:.4f}**{spread} | {r['valid_test_gap']:+.4f} | "
-                    f"{check.get('gap', float('nan')):+.4f} | {target} | {options} | {important} |")
+                    f"{gap} | {target} | {options} | {important} |")
     return rows
 
 

@@ -202,7 +202,7 @@ def test_a_small_budget_ends_the_search_and_the_run_still_finishes(data, tmp_pat
     assert report["trials"][0]["stop_reason"] == "time_budget"  # the first trial had half the budget
 
 
-def test_a_trial_below_the_median_is_pruned():
+def test_the_pruners_verdict_stops_the_training_loop():
     class Trial:
         def __init__(self, prune):
             self.reported, self.prune = [], prune
@@ -218,6 +218,37 @@ def test_a_trial_below_the_median_is_pruned():
     assert not keep.on_epoch(record) and keep.pruned_at is None and keep.trial.reported == [(4, 0.1)]
     assert cut.on_epoch(record) and cut.pruned_at == 4
     assert not tuning._Report(Trial(True), prune=False).on_epoch(record)  # --prune false: never
+
+
+def test_the_pruner_compares_with_the_25th_percentile_from_epoch_6(data, tmp_path):
+    config = tuning.TuneConfig(data=str(data / "log.csv"), model="sasrec", out=str(tmp_path / "run"))
+    study, storage = tuning.open_study(tmp_path, {"data": "x"}, config)
+    assert isinstance(study.pruner, optuna.pruners.PercentilePruner)
+    curves = {"slow": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07], "fast": [0.05, 0.06, 0.07, 0.07, 0.07, 0.07]}
+    for curve in curves.values():  # two finished trials: the 25th percentile lies nearer the lower curve
+        trial = study.ask()
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+        study.tell(trial, max(curve))
+    # epoch 6: the finished trials scored 0.06 and 0.07, their 25th percentile 0.0625
+    behind, level = study.ask(), study.ask()
+    for epoch in range(1, 7):
+        behind.report(0.0624 if epoch == 6 else 0.001, epoch)  # (the median, 0.065, would cut both)
+        level.report(0.0626 if epoch == 6 else 0.001, epoch)
+        assert behind.should_prune() == (epoch >= 6)  # not before epoch --prune-after (6)
+        assert not level.should_prune()
+    storage.engine.dispose()
+
+
+def test_the_overfit_check_is_skipped_when_the_budget_cannot_hold_it():
+    search = tuning._Search.__new__(tuning._Search)
+    search.config = tuning.TuneConfig(data="x.csv", model="sasrec", out="run", seeds=2)
+    search.defaults, search.ratio = {"seed": 0}, 1.5
+    search.clock = tuning._Clock(100.0, spent_before=70.0)  # 30 s left; the refits need 2 x 10 s x 1.5
+    best = type("Trial", (), {"value": 0.1, "user_attrs": {"seconds_to_best": 10.0, "seconds": 12.0}})()
+    check = search._overfit_check(best, {})
+    assert check["skipped"].startswith("skipped: 0 s of the budget are left beside the refit's estimated 30 s")
+    assert "gap" not in check and check["best_valid"] == 0.1
 
 
 def test_pruned_trials_are_recorded_as_pruned(data, tmp_path, monkeypatch):
