@@ -274,7 +274,11 @@ def tune_table() -> list[str]:
         refit = r.get("refit") or {}
         spread = f" ± {refit['std']['NDCG@10']:.4f} ({len(refit['runs'])} seeds)" if len(refit.get("runs", [])) > 1 else ""
         check = r.get("overfit_check") or {}
-        gap = f"{check['gap']:+.4f}" if "gap" in check else "skipped" if "skipped" in check else "–"
+        # (runs before the pruner's default changed did not record it: the median from epoch 3, after 3 trials)
+        p = r.get("pruner") or {"percentile": 50, "from_epoch": 3, "after_finished_trials": 3}
+        pruner = f"pruner: {p['percentile']:g}th percentile from epoch {p['from_epoch']}"
+        gap = "skipped" if "skipped" in check else "–" if "gap" not in check else \
+            f"{'≤ ' if check.get('stop_reason') == 'time_budget' else ''}{check['gap']:+.4f}"
         important = ", ".join(f"{k} {v:.2f}" for k, v in list(r["importance"].items())[:3]
                               if isinstance(v, float)) or r["importance"].get("note", "")
         options = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["params"].items()
@@ -283,7 +287,7 @@ def tune_table() -> list[str]:
         dvalid = "–" if d["valid"] is None else f"{d['valid']:.4f}"
         dtest = f"{d['test']['NDCG@10']:.4f}" if d.get("test") else "–"
         rows.append(f"| {path.stem} | {r['budget_s'] / 3600:.1f} h ({r['spent_s'] / 60:.0f} min) | "
-                    f"{n['COMPLETE']} / {n['PRUNED']} / {n['FAIL']} | {dvalid} / {dtest} | {sel['valid']:.4f} / "
+                    f"{n['COMPLETE']} / {n['PRUNED']} / {n['FAIL']} ({pruner}) | {dvalid} / {dtest} | {sel['valid']:.4f} / "
                     f"{sel['test']['NDCG@10']:.4f} | **{tuned:.4f}**{spread} | {r['valid_test_gap']:+.4f} | "
                     f"{gap} | {target} | {options} | {important} |")
     return rows

@@ -23,7 +23,7 @@ import sys
 import torch
 
 from benchmarks.run import DATA, ROOT
-from seqrec.tuning import TuneConfig, parse_duration, tune_run
+from seqrec.tuning import PRUNE_STARTUP_TRIALS, TuneConfig, parse_duration, tune_run
 
 CONFIGS = {
     "s3rec-sasrec": {"data": "amazon-beauty-5core-s3rec", "model": "sasrec", "target": 0.058,
@@ -60,6 +60,8 @@ def main(argv=None) -> int:
                     "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()},
         "model": spec["model"], "data": report["data"], "split": report["split"], "fixed": FIXED,
         "budget_s": parse_duration(args.budget), "spent_s": report["spent_seconds"],
+        "pruner": {"percentile": config.prune_percentile, "from_epoch": config.prune_after,
+                   "after_finished_trials": PRUNE_STARTUP_TRIALS},
         "trials": report["n_trials"], "best_trial": report["best_trial"], "params": report["params"],
         "defaults": {"valid": (report.get("defaults_trial") or {}).get("value"),
                      "test": report.get("defaults_test", {})},

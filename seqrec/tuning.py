@@ -598,6 +598,9 @@ def _markdown(report: dict) -> str:
                          f"{check['fresh_seed_valid']:.4f} on validation against the search's "
                          f"{check['best_valid']:.4f} (gap {check['gap']:+.4f}, {check['relative_gap']:+.1%}): a "
                          "positive gap is what choosing the best of many noisy trials added to the validation score.")
+            if check.get("stop_reason") == "time_budget":
+                lines.append(f"(The fresh seed was stopped by the budget, its best epoch {check['best_epoch']}: it "
+                             "may not have reached its best, so its score is a lower bound and the gap an upper bound.)")
         lines += ["", "Chosen options: `" + json.dumps(report["params"], default=str) + "`", ""]
     importance = report.get("importance") or {}
     lines += ["## Importance of each option", ""]
