@@ -17,10 +17,10 @@ How a search runs (``RUN_DIR/tune/``):
   gained over them. Trials report their validation curve each epoch; with ``prune`` a trial whose best
   score so far falls below the ``prune_percentile`` (25th) percentile of the finished trials' scores at the
   same epoch is stopped (from epoch ``prune_after``, 6, once one trial has finished). Deviation from
-  Optuna's usual median after a few epochs, measured on S3-Rec Beauty: SASRec's defaults, the best trial
-  there, start slowly and would have been cut by the median at epochs 3-5 (0.031 vs 0.049 at epoch 3),
-  not by the 25th percentile from epoch 6 (0.054 vs 0.049). Comparing with the first finished trial alone
-  lets a short budget prune at all (a 2 h budget on a large catalogue finishes few trials).
+  Optuna's usual median after a few epochs: on S3-Rec Beauty SASRec's defaults, the best trial there,
+  start slowly and the median would have cut them at epochs 3 to 5, the 25th percentile from epoch 6
+  does not (figures in the issue's note). Comparing with the first finished trial alone lets a short
+  budget prune at all (on a large catalogue few trials finish).
 - ``budget`` bounds the whole command: trials stop when the budget minus the estimated time of the finishing
   steps is spent (a running trial ends after its current epoch, so the command can overshoot by about one
   epoch, and by a refit that takes longer than its estimate); the first trial runs whatever the budget, and
