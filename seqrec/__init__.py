@@ -21,8 +21,6 @@ from seqrec.version import __version__
 from seqrec.analysis import Audit, AuditOptions, analyze  # noqa: E402  (the audit trains models: import last)
 
 
-
-
 def tune(**options) -> dict:
     """Search a model's options within a time budget, refit the best, save the run directory and a report
     (``seqrec tune``; see :func:`seqrec.tuning.tune`)."""

@@ -251,7 +251,7 @@ def _options(argv: list[str], command: str) -> dict:
 
 def _tune(argv: list[str]) -> int:
     from seqrec.runs import split_options
-    from seqrec.tuning import TuneConfig, tune_run
+    from seqrec.tuning import TuneConfig, overfit_text, tune_run
 
     config, fixed = split_options(_options(argv, "tune"), TuneConfig)
     fixed.pop("progress", None)  # trials never show progress bars
@@ -264,10 +264,8 @@ def _tune(argv: list[str]) -> int:
         spread = f" ± {refit['std'][metric]:.4f} over {len(refit['runs'])} seeds" if len(refit["runs"]) > 1 else ""
         print(f"refit on train + validation for {refit['epochs']} epochs: test {metric} "
               f"{refit['mean'][metric]:.4f}{spread}")
-    check = report.get("overfit_check")
-    if check:
-        print(f"overfit check: a fresh seed scores {check['fresh_seed_valid']:.4f} on validation against the "
-              f"search's best {check['best_valid']:.4f} (gap {check['gap']:+.4f})")
+    if report.get("overfit_check"):
+        print(overfit_text(report["overfit_check"]))
     print(f"chosen options: {json.dumps(report['params'], default=str)}")
     print(f"run directory: {config.out} (report: {Path(config.out) / 'tune' / 'report.md'})")
     return 0

@@ -590,17 +590,8 @@ def _markdown(report: dict) -> str:
             lines.append(f"| refit on train + validation, {refit['epochs']} epochs (the run directory) | | "
                          f"{refit['mean'][report['metric']]:.4f}{spread} |")
         lines += ["", f"Validation–test gap of the selection model: {report['valid_test_gap']:+.4f}."]
-        check = report.get("overfit_check")
-        if check and "skipped" in check:
-            lines.append(f"Overfit check {check['skipped']}.")
-        elif check:
-            lines.append(f"Overfit check: the best configuration with a fresh seed (seed {check['seed']}) scores "
-                         f"{check['fresh_seed_valid']:.4f} on validation against the search's "
-                         f"{check['best_valid']:.4f} (gap {check['gap']:+.4f}, {check['relative_gap']:+.1%}): a "
-                         "positive gap is what choosing the best of many noisy trials added to the validation score.")
-            if check.get("stop_reason") == "time_budget":
-                lines.append(f"(The fresh seed was stopped by the budget, its best epoch {check['best_epoch']}: it "
-                             "may not have reached its best, so its score is a lower bound and the gap an upper bound.)")
+        if report.get("overfit_check"):
+            lines.append(overfit_text(report["overfit_check"]))
         lines += ["", "Chosen options: `" + json.dumps(report["params"], default=str) + "`", ""]
     importance = report.get("importance") or {}
     lines += ["## Importance of each option", ""]
@@ -618,6 +609,20 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {t['number']} | {t['state'].lower()}{' (' + t['error'] + ')' if 'error' in t else ''} | "
                      f"{value} | {t['best_epoch'] or ''} | {len(t['curve'])} | {(t['seconds'] or 0):.0f} | {options} |")
     return "\n".join(lines) + "\n\n![the search](search.png)\n"
+
+
+def overfit_text(check: dict) -> str:
+    """The overfit check's outcome in a sentence (the report's, and ``seqrec tune``'s last lines)."""
+    if "skipped" in check:
+        return f"Overfit check {check['skipped']}."
+    text = (f"Overfit check: the best configuration with a fresh seed (seed {check['seed']}) scores "
+            f"{check['fresh_seed_valid']:.4f} on validation against the search's {check['best_valid']:.4f} (gap "
+            f"{check['gap']:+.4f}, {check['relative_gap']:+.1%}): a positive gap is what choosing the best of many "
+            "noisy trials added to the validation score.")
+    if check.get("stop_reason") == "time_budget":
+        text += (f" (The fresh seed was stopped by the budget, its best epoch {check['best_epoch']}: it may not "
+                 "have reached its best, so its score is a lower bound and the gap an upper bound.)")
+    return text
 
 
 def _short(value):

@@ -274,7 +274,17 @@ def test_tune_command_line(data, tmp_path, capsys):
                  "--trials", "2", "--epochs", "2", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0 and "best trial" in printed and "refit on train + validation" in printed
+    assert "Overfit check: the best configuration with a fresh seed (seed 1)" in printed
     assert (out / "tune" / "report.md").is_file() and seqrec.load(out).vocab_.n_items == 50
+
+
+def test_the_command_prints_a_skipped_overfit_check(data, tmp_path, capsys, monkeypatch):
+    check = {"seed": 1, "best_valid": 0.1, "skipped": "skipped: 0 s of the budget are left"}
+    report = {"metric": "NDCG@10", "best_trial": 0, "trials": [{}], "selection_valid": 0.1,
+              "selection_test": {"NDCG@10": 0.09}, "overfit_check": check, "params": {}}
+    monkeypatch.setattr(tuning, "tune_run", lambda config, fixed: report)
+    assert main(["tune", "--data", str(data / "log.csv"), "--out", str(tmp_path / "run")]) == 0
+    assert "Overfit check skipped: 0 s of the budget are left." in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags, message", [
